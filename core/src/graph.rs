@@ -1,0 +1,411 @@
+//! The distillation graph: a typed, self-contained description of every network scdd runs.
+//!
+//! A generator bundle carries a [`GraphSpec`] plus named tensors. Anything that can read the
+//! spec can run the model: the native trainer (tch) builds its modules from it, the CPU
+//! reference in [`crate::reference`] evaluates it with ndarray, and the browser build turns it
+//! into WGSL kernels. Parameter names are derived here, in one place, by the `*_param`
+//! functions, so every implementation agrees on them.
+//!
+//! Shapes follow PyTorch conventions: a linear layer's weight is `[out, in]` and computes
+//! `y = x Wᵀ + b`.
+use crate::error::{CoreError, Result};
+use serde::{Deserialize, Serialize};
+
+/// Element-wise nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Silu,
+    /// `ln(1 + e^x)`, used for non-negative outputs.
+    Softplus,
+    Tanh,
+    Sigmoid,
+}
+
+/// One operation of a feed-forward [`Stack`]. Parameter tensors of layer `k` of a stack with
+/// prefix `p` are named `p.k.<param>` (see [`layer_param`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Layer {
+    /// Params: `weight [out, in]`, `bias [out]` (when `bias`).
+    Linear { in_dim: usize, out_dim: usize, bias: bool },
+    /// Inference uses running statistics: `(x − running_mean)/√(running_var + eps)·weight + bias`.
+    /// Params: `weight, bias, running_mean, running_var`, all `[dim]`.
+    BatchNorm1d { dim: usize, eps: f32 },
+    /// Normalises over the feature axis. Params: `weight, bias`, `[dim]`.
+    LayerNorm { dim: usize, eps: f32 },
+    /// `max(0,x) + a·min(0,x)`, `a` shared (`num_parameters = 1`) or per feature. Params: `weight`.
+    PRelu { num_parameters: usize },
+    Act(Activation),
+    /// Identity at inference; drop probability for training.
+    Dropout { p: f32 },
+    /// `x / max(‖x‖₂, eps)` per row.
+    L2Normalize { eps: f32 },
+}
+
+impl Layer {
+    /// Names (without prefix) and shapes of this layer's parameters.
+    pub fn params(&self) -> Vec<(&'static str, Vec<usize>)> {
+        match *self {
+            Layer::Linear { in_dim, out_dim, bias } => {
+                let mut v = vec![("weight", vec![out_dim, in_dim])];
+                if bias {
+                    v.push(("bias", vec![out_dim]));
+                }
+                v
+            }
+            Layer::BatchNorm1d { dim, .. } => vec![
+                ("weight", vec![dim]),
+                ("bias", vec![dim]),
+                ("running_mean", vec![dim]),
+                ("running_var", vec![dim]),
+            ],
+            Layer::LayerNorm { dim, .. } => vec![("weight", vec![dim]), ("bias", vec![dim])],
+            Layer::PRelu { num_parameters } => vec![("weight", vec![num_parameters])],
+            Layer::Act(_) | Layer::Dropout { .. } | Layer::L2Normalize { .. } => vec![],
+        }
+    }
+}
+
+/// `prefix.k.param`.
+pub fn layer_param(prefix: &str, k: usize, param: &str) -> String {
+    format!("{prefix}.{k}.{param}")
+}
+
+/// A sequence of layers applied in order; its parameters live under `prefix`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    pub prefix: String,
+    pub layers: Vec<Layer>,
+}
+
+impl Stack {
+    /// Input width (of the first linear layer).
+    pub fn in_dim(&self) -> Option<usize> {
+        self.layers.iter().find_map(|l| match l {
+            Layer::Linear { in_dim, .. } => Some(*in_dim),
+            _ => None,
+        })
+    }
+    /// Output width (of the last linear layer).
+    pub fn out_dim(&self) -> Option<usize> {
+        self.layers.iter().rev().find_map(|l| match l {
+            Layer::Linear { out_dim, .. } => Some(*out_dim),
+            _ => None,
+        })
+    }
+    /// Every parameter: full name and shape.
+    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for (k, l) in self.layers.iter().enumerate() {
+            for (p, s) in l.params() {
+                out.push((layer_param(&self.prefix, k, p), s));
+            }
+        }
+        out
+    }
+    /// Checks that consecutive layers agree in width.
+    pub fn validate(&self) -> Result<()> {
+        let mut width: Option<usize> = None;
+        for (k, l) in self.layers.iter().enumerate() {
+            let need = match *l {
+                Layer::Linear { in_dim, .. } => Some(in_dim),
+                Layer::BatchNorm1d { dim, .. } | Layer::LayerNorm { dim, .. } => Some(dim),
+                Layer::PRelu { num_parameters } if num_parameters > 1 => Some(num_parameters),
+                _ => None,
+            };
+            if let (Some(w), Some(n)) = (width, need) {
+                if w != n {
+                    return Err(CoreError::data(
+                        format!("graph/{}.{k}", self.prefix),
+                        format!("expects width {n} but receives {w}"),
+                    ));
+                }
+            }
+            if let Layer::Linear { out_dim, .. } = *l {
+                width = Some(out_dim);
+            } else if width.is_none() {
+                width = need;
+            }
+        }
+        Ok(())
+    }
+
+    /// SCimilarity-style MLP: for each hidden size a block
+    /// `[Dropout, Linear, BatchNorm1d, PReLU]`, then `Linear` to `out_dim` and `tail` layers.
+    /// The first block's dropout is `input_dropout`, the others `dropout`.
+    pub fn mlp(
+        prefix: &str,
+        in_dim: usize,
+        hidden: &[usize],
+        out_dim: usize,
+        input_dropout: f32,
+        dropout: f32,
+        tail: Vec<Layer>,
+    ) -> Stack {
+        let mut layers = Vec::new();
+        let mut d = in_dim;
+        for (i, &h) in hidden.iter().enumerate() {
+            let p = if i == 0 { input_dropout } else { dropout };
+            if p > 0.0 {
+                layers.push(Layer::Dropout { p });
+            }
+            layers.push(Layer::Linear { in_dim: d, out_dim: h, bias: true });
+            layers.push(Layer::BatchNorm1d { dim: h, eps: 1e-5 });
+            layers.push(Layer::PRelu { num_parameters: 1 });
+            d = h;
+        }
+        layers.push(Layer::Linear { in_dim: d, out_dim, bias: true });
+        layers.extend(tail);
+        Stack { prefix: prefix.to_string(), layers }
+    }
+}
+
+/// Linear β schedule (paper eq. 1–2): `β_t = β_min + (t−1)/(T−1)·(β_max − β_min)`, `t = 1..=T`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoiseSchedule {
+    pub beta_min: f64,
+    pub beta_max: f64,
+    pub steps: u32,
+}
+
+impl Default for NoiseSchedule {
+    fn default() -> Self {
+        NoiseSchedule { beta_min: 1e-4, beta_max: 0.1, steps: 1000 }
+    }
+}
+
+impl NoiseSchedule {
+    pub fn beta(&self, t: u32) -> f64 {
+        if self.steps <= 1 {
+            return self.beta_min;
+        }
+        self.beta_min + (t.saturating_sub(1)) as f64 / (self.steps - 1) as f64 * (self.beta_max - self.beta_min)
+    }
+    /// `ᾱ_t = ∏_{i≤t} (1 − β_i)`; `ᾱ_0 = 1`.
+    pub fn alpha_bar(&self, t: u32) -> f64 {
+        (1..=t.min(self.steps)).map(|i| 1.0 - self.beta(i)).product()
+    }
+    /// Every `ᾱ_t` for `t = 0..=T`.
+    pub fn alpha_bars(&self) -> Vec<f64> {
+        let mut v = Vec::with_capacity(self.steps as usize + 1);
+        let mut acc = 1.0;
+        v.push(acc);
+        for t in 1..=self.steps {
+            acc *= 1.0 - self.beta(t);
+            v.push(acc);
+        }
+        v
+    }
+    pub fn validate(&self) -> Result<()> {
+        if !(self.beta_min > 0.0 && self.beta_min <= self.beta_max && self.beta_max < 1.0) {
+            return Err(CoreError::param(
+                "schedule.beta",
+                format!("[{}, {}]", self.beta_min, self.beta_max),
+                "need 0 < beta_min <= beta_max < 1",
+            ));
+        }
+        if self.steps == 0 {
+            return Err(CoreError::param("schedule.steps", 0, "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The SCDG denoiser `U(z_t, t, τ(c))`, predicting `z_0` (paper eq. 3).
+///
+/// Forward, with `E = emb_dim`, hidden sizes `h_0..h_{n-1}`, `L = latent_dim`:
+/// ```text
+/// e   = time.2( SiLU( time.0( sinusoid(t, E) ) ) ) + class_table[c]          (B, E)
+/// h   = z_t
+/// for i in 0..n:           h = SiLU(LN(down.i.linear(h) + down.i.emb(SiLU(e)))); skip_i = h
+/// for j in (0..n-1).rev(): h = SiLU(LN(up.j.linear(h)   + up.j.emb(SiLU(e)))) + skip_j
+/// out = out.linear(h)                                                          (B, L)
+/// ```
+/// `down.i.linear: h_{i-1} → h_i` (h_{-1} = L), `up.j.linear: h_{j+1} → h_j`,
+/// `out.linear: h_0 → L`. `sinusoid(t, E)[k] = cos(t·f_k)` for `k < E/2` and `sin(t·f_{k−E/2})`
+/// after, `f_k = exp(−ln(10000)·k/(E/2))` (t is the integer timestep as a float).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DenoiserSpec {
+    pub latent_dim: usize,
+    pub hidden: Vec<usize>,
+    pub emb_dim: usize,
+    pub n_classes: usize,
+    pub norm_eps: f32,
+}
+
+impl DenoiserSpec {
+    pub const PREFIX: &'static str = "denoiser";
+
+    pub fn reference(latent_dim: usize, n_classes: usize) -> Self {
+        DenoiserSpec { latent_dim, hidden: vec![512, 512, 256, 128], emb_dim: 512, n_classes, norm_eps: 1e-5 }
+    }
+
+    /// Input/output widths of down block `i`.
+    pub fn down_dims(&self, i: usize) -> (usize, usize) {
+        (if i == 0 { self.latent_dim } else { self.hidden[i - 1] }, self.hidden[i])
+    }
+    /// Input/output widths of up block `j` (`j < hidden.len() − 1`).
+    pub fn up_dims(&self, j: usize) -> (usize, usize) {
+        (self.hidden[j + 1], self.hidden[j])
+    }
+
+    /// Every parameter: full name and shape.
+    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+        let p = Self::PREFIX;
+        let e = self.emb_dim;
+        let mut v = vec![
+            (format!("{p}.time.0.weight"), vec![e, e]),
+            (format!("{p}.time.0.bias"), vec![e]),
+            (format!("{p}.time.2.weight"), vec![e, e]),
+            (format!("{p}.time.2.bias"), vec![e]),
+            (format!("{p}.class_table"), vec![self.n_classes, e]),
+        ];
+        let mut block = |kind: &str, i: usize, (din, dout): (usize, usize)| {
+            v.push((format!("{p}.{kind}.{i}.linear.weight"), vec![dout, din]));
+            v.push((format!("{p}.{kind}.{i}.linear.bias"), vec![dout]));
+            v.push((format!("{p}.{kind}.{i}.emb.weight"), vec![dout, e]));
+            v.push((format!("{p}.{kind}.{i}.emb.bias"), vec![dout]));
+            v.push((format!("{p}.{kind}.{i}.norm.weight"), vec![dout]));
+            v.push((format!("{p}.{kind}.{i}.norm.bias"), vec![dout]));
+        };
+        for i in 0..self.hidden.len() {
+            block("down", i, self.down_dims(i));
+        }
+        for j in (0..self.hidden.len().saturating_sub(1)).rev() {
+            block("up", j, self.up_dims(j));
+        }
+        v.push((format!("{p}.out.weight"), vec![self.latent_dim, self.hidden[0]]));
+        v.push((format!("{p}.out.bias"), vec![self.latent_dim]));
+        v
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.hidden.is_empty() || self.emb_dim == 0 || self.emb_dim % 2 != 0 || self.n_classes == 0 {
+            return Err(CoreError::param(
+                "denoiser",
+                format!("hidden={:?} emb_dim={} n_classes={}", self.hidden, self.emb_dim, self.n_classes),
+                "need at least one hidden layer, an even emb_dim and at least one class",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the encoder expects as input and what the decoder produces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExpressionSpace {
+    /// Cells are scaled to this total before `log1p` (scanpy `normalize_total`).
+    pub target_sum: f32,
+    pub log1p: bool,
+}
+
+impl Default for ExpressionSpace {
+    fn default() -> Self {
+        ExpressionSpace { target_sum: 1e4, log1p: true }
+    }
+}
+
+/// Everything needed to run encoder, generator and task head from a bundle's tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphSpec {
+    pub n_genes: usize,
+    pub latent_dim: usize,
+    pub space: ExpressionSpace,
+    /// genes → latent. Absent in a recipient's bundle.
+    pub encoder: Option<Stack>,
+    /// latent → genes.
+    pub decoder: Stack,
+    /// Absent in a foundation-only bundle.
+    pub denoiser: Option<DenoiserSpec>,
+    pub schedule: NoiseSchedule,
+    /// latent features → classes: the task head used by DC matching and the default evaluator.
+    pub task_head: Option<Stack>,
+}
+
+impl GraphSpec {
+    /// All parameters the spec needs, with shapes.
+    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+        let mut v = Vec::new();
+        if let Some(e) = &self.encoder {
+            v.extend(e.params());
+        }
+        v.extend(self.decoder.params());
+        if let Some(d) = &self.denoiser {
+            v.extend(d.params());
+        }
+        if let Some(h) = &self.task_head {
+            v.extend(h.params());
+        }
+        v
+    }
+
+    /// Structural checks: widths agree between parts and layers.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(e) = &self.encoder {
+            e.validate()?;
+            check_dim("encoder input", e.in_dim(), self.n_genes)?;
+            check_dim("encoder output", e.out_dim(), self.latent_dim)?;
+        }
+        self.decoder.validate()?;
+        check_dim("decoder input", self.decoder.in_dim(), self.latent_dim)?;
+        check_dim("decoder output", self.decoder.out_dim(), self.n_genes)?;
+        if let Some(d) = &self.denoiser {
+            d.validate()?;
+            check_dim("denoiser latent", Some(d.latent_dim), self.latent_dim)?;
+        }
+        if let Some(h) = &self.task_head {
+            h.validate()?;
+            check_dim("task head input", h.in_dim(), self.latent_dim)?;
+        }
+        self.schedule.validate()
+    }
+}
+
+fn check_dim(what: &str, got: Option<usize>, want: usize) -> Result<()> {
+    match got {
+        Some(g) if g == want => Ok(()),
+        Some(g) => Err(CoreError::data(format!("graph/{what}"), format!("is {g}, expected {want}"))),
+        None => Err(CoreError::data(format!("graph/{what}"), "has no linear layer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_matches_closed_form() {
+        let s = NoiseSchedule::default();
+        assert!((s.beta(1) - 1e-4).abs() < 1e-15);
+        assert!((s.beta(1000) - 0.1).abs() < 1e-12);
+        let ab = s.alpha_bars();
+        assert_eq!(ab.len(), 1001);
+        assert!((ab[10] - s.alpha_bar(10)).abs() < 1e-12);
+        assert!(ab[1000] < 1e-10, "ᾱ_T must approach zero, got {}", ab[1000]);
+    }
+
+    #[test]
+    fn mlp_widths_validate() {
+        let enc = Stack::mlp("encoder", 100, &[64, 32], 16, 0.4, 0.5, vec![Layer::L2Normalize { eps: 1e-12 }]);
+        enc.validate().unwrap();
+        assert_eq!((enc.in_dim(), enc.out_dim()), (Some(100), Some(16)));
+        let names: Vec<_> = enc.params().into_iter().map(|p| p.0).collect();
+        assert!(names.contains(&"encoder.1.weight".to_string()), "{names:?}");
+        let bad = Stack {
+            prefix: "x".into(),
+            layers: vec![Layer::Linear { in_dim: 3, out_dim: 4, bias: true }, Layer::LayerNorm { dim: 5, eps: 1e-5 }],
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn denoiser_params_cover_every_block() {
+        let d = DenoiserSpec::reference(128, 5);
+        let p = d.params();
+        // 5 shared + 6 per block × (4 down + 3 up) + 2 out
+        assert_eq!(p.len(), 5 + 6 * 7 + 2);
+        assert_eq!(d.down_dims(0), (128, 512));
+        assert_eq!(d.up_dims(2), (128, 256));
+    }
+}

@@ -1,0 +1,8 @@
+//! `scdd evaluate` (being written).
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`scdd evaluate` is not available in this build yet")
+}

@@ -1,0 +1,8 @@
+//! `scdd inspect` (being written).
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`scdd inspect` is not available in this build yet")
+}

@@ -1,0 +1,8 @@
+//! `scdd split` (being written).
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`scdd split` is not available in this build yet")
+}

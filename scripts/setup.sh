@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Idempotent set-up for scdd on a fresh Debian 12 machine (root or sudo).
+# Installs: system libraries (HDF5), the Python venv with libtorch (torch 2.11.0 wheel),
+# anndata + scanpy (interop tests and benchmarks), and the wasm32 toolchain pieces.
+# Usage: scripts/setup.sh [--no-wasm] [--no-python-extras]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WASM=1; PYEXTRAS=1
+for a in "$@"; do
+  case "$a" in
+    --no-wasm) WASM=0 ;;
+    --no-python-extras) PYEXTRAS=0 ;;
+    *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+# --- apt packages -------------------------------------------------------------------------
+PKGS=(libhdf5-dev pkg-config)
+[ "$WASM" = 1 ] && PKGS+=(rustc-web cargo-web rust-web-src lld-22)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  log "apt packages present"
+fi
+
+# --- Python venv with libtorch (tch 0.24.0 <-> torch 2.11.0) ------------------------------
+VENV=$ROOT/.venv
+PY=$VENV/bin/python
+[ -x "$PY" ] || { log "creating $VENV"; python3 -m venv "$VENV"; }
+SITE=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ ! -f "$SITE/torch-2.11.0.dist-info/METADATA" ]; then
+  log "installing torch 2.11.0 (lean, no CUDA wheels)"
+  $PY -m pip install -q --upgrade pip
+  $PY -m pip install -q --no-deps torch==2.11.0
+  CT=$(grep -oP '^Requires-Dist: cuda-toolkit\[[^]]*\]==\K[0-9.]+' "$SITE/torch-2.11.0.dist-info/METADATA" | head -1)
+  $PY -m pip install -q "cuda-toolkit[cudart,cupti]==$CT"
+  # torch's own pure-Python needs (no CUDA wheels)
+  $PY -m pip install -q typing_extensions filelock sympy networkx jinja2 fsspec
+fi
+if [ "$PYEXTRAS" = 1 ] && ! $PY -c 'import anndata, scanpy' 2>/dev/null; then
+  log "installing anndata + scanpy"
+  $PY -m pip install -q "anndata>=0.10" "scanpy>=1.10" h5py
+fi
+TORCH_VER=$($PY - <<'PY'
+import importlib.metadata as m; print(m.version("torch"))
+PY
+)
+case "$TORCH_VER" in 2.11.0*) ;; *) echo "setup.sh: torch $TORCH_VER found, tch 0.24.0 needs 2.11.0" >&2; exit 1 ;; esac
+log "torch $TORCH_VER at $SITE/torch"
+
+# --- wasm-bindgen-cli is not needed until the browser issue ------------------------------
+log "done. Environment: source scripts/env.sh"
