@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod codes;
 pub mod dataset;
 pub mod error;
+pub mod evaluate;
 pub mod format;
 pub mod graph;
 pub mod matrix;
