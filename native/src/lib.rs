@@ -1,5 +1,7 @@
 //! The `scdd` library behind the CLI: `.h5ad` I/O, training and distillation with tch,
 //! evaluation and reports. `cmd` holds one module per subcommand.
 pub mod cmd;
+pub mod evaluation;
 pub mod fsutil;
 pub mod h5ad;
+pub mod prep;

@@ -1,0 +1,75 @@
+//! Loading an .h5ad as model input: the expression space a bundle expects (normalised + log1p,
+//! never twice), genes aligned to the bundle's list, labels mapped to the bundle's classes.
+use crate::h5ad::{self, ReadOptions};
+use anyhow::{bail, Context, Result};
+use scdd_core::dataset::Dataset;
+use scdd_core::graph::ExpressionSpace;
+use scdd_core::preprocess::{self, CountType, GeneAlignment};
+use std::path::Path;
+
+/// Fewer shared genes than this (or than half the model's genes, whichever is smaller) is refused.
+pub const DEFAULT_MIN_OVERLAP: usize = 5000;
+
+/// A dataset ready for a model.
+pub struct ModelInput {
+    /// Log-normalised, genes in the model's order.
+    pub data: Dataset,
+    /// What the file held before conversion.
+    pub count_type: CountType,
+    pub alignment: GeneAlignment,
+}
+
+/// The minimum overlap used for a model with `n_genes` genes.
+pub fn min_overlap(n_genes: usize) -> usize {
+    DEFAULT_MIN_OVERLAP.min(n_genes.div_ceil(2))
+}
+
+/// Reads `path`, converts it to `space` and aligns it to `genes`.
+pub fn load_model_input(path: &Path, opts: &ReadOptions, genes: &[String], space: &ExpressionSpace) -> Result<ModelInput> {
+    let ds = h5ad::read_h5ad(path, opts)?;
+    to_model_input(ds, genes, space, &format!("{}:{}", path.display(), opts.matrix))
+}
+
+/// [`load_model_input`] for a dataset already in memory; `field` names it in errors.
+pub fn to_model_input(mut ds: Dataset, genes: &[String], space: &ExpressionSpace, field: &str) -> Result<ModelInput> {
+    if ds.n_cells() == 0 {
+        bail!("{field}: the dataset has no cells");
+    }
+    preprocess::check_non_negative(&ds.x, field)?;
+    let count_type = if space.log1p {
+        preprocess::to_log_normalized(&mut ds.x, space.target_sum, field)?
+    } else {
+        bail!("{field}: models without log1p input are not supported")
+    };
+    let (data, alignment) = preprocess::align_genes(&ds, genes, min_overlap(genes.len()))
+        .with_context(|| format!("aligning {field} to the model's genes"))?;
+    Ok(ModelInput { data, count_type, alignment })
+}
+
+/// Class id (index into `classes`) of every cell of `ds` under `label`; cells whose label is
+/// missing or not among `classes` are `None`. Errors if no cell has a known class.
+pub fn labels_for_classes(ds: &Dataset, label: &str, classes: &[String], field: &str) -> Result<Vec<Option<u32>>> {
+    let l = ds.obs.labels(label).with_context(|| field.to_string())?;
+    let map: Vec<Option<u32>> =
+        l.classes.iter().map(|c| classes.iter().position(|k| k == c).map(|p| p as u32)).collect();
+    let ids: Vec<Option<u32>> = l.ids.iter().map(|id| id.and_then(|i| map[i as usize])).collect();
+    if ids.iter().all(|i| i.is_none()) {
+        bail!(
+            "{field}: obs/{label}: none of its classes ({}) is among the model's classes ({})",
+            l.classes.join(", "),
+            classes.join(", ")
+        );
+    }
+    Ok(ids)
+}
+
+/// A one-line account of what loading did, for logs.
+pub fn describe(input: &ModelInput) -> String {
+    format!(
+        "{} cells; found {}; {} of the model's {} genes present",
+        input.data.n_cells(),
+        input.count_type,
+        input.alignment.overlap,
+        input.alignment.n_reference
+    )
+}
