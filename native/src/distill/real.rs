@@ -1,0 +1,159 @@
+//! The real side of matching. The foundation encoder F is frozen, so real cells enter DM and DC
+//! only through their features F(o). One streaming pass over the training file computes them
+//! chunk by chunk into an on-disk feature store (cells × latent f32) together with exact class
+//! means; every later step samples feature rows per class by index from that store. Memory
+//! grows with the chunk and the batch, not with the dataset.
+use crate::h5ad::{H5adReader, ReadOptions};
+use anyhow::{bail, Context, Result};
+use scdd_core::graph::ExpressionSpace;
+use scdd_core::matrix::CsrMatrix;
+use scdd_core::preprocess;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Rows of the training file read and encoded at a time.
+pub const CHUNK_ROWS: usize = 2048;
+
+/// Reads training cells by row and turns them into model input (log-normalised, genes in the
+/// model's order).
+pub struct CellSource {
+    pub reader: H5adReader,
+    /// Data column → model column (`u32::MAX`: not a model gene).
+    map: Vec<u32>,
+    n_model_genes: usize,
+    space: ExpressionSpace,
+    pub overlap: usize,
+    field: String,
+}
+
+impl CellSource {
+    pub fn open(path: &Path, opts: &ReadOptions, model_genes: &[String], space: &ExpressionSpace) -> Result<Self> {
+        let reader = H5adReader::open(path, opts)?;
+        let genes = reader.read_genes()?;
+        let pos: std::collections::HashMap<&str, u32> =
+            model_genes.iter().enumerate().map(|(i, g)| (g.as_str(), i as u32)).collect();
+        let map: Vec<u32> = genes.iter().map(|g| pos.get(g.as_str()).copied().unwrap_or(u32::MAX)).collect();
+        let overlap = map.iter().filter(|&&m| m != u32::MAX).count();
+        let need = crate::prep::min_overlap(model_genes.len());
+        if overlap < need {
+            bail!(
+                "{}: only {overlap} of the model's {} genes are in the data (minimum {need})",
+                path.display(),
+                model_genes.len()
+            );
+        }
+        Ok(CellSource {
+            reader,
+            map,
+            n_model_genes: model_genes.len(),
+            space: space.clone(),
+            overlap,
+            field: format!("{}:{}", path.display(), opts.matrix),
+        })
+    }
+
+    fn prepare(&self, mut x: CsrMatrix) -> Result<CsrMatrix> {
+        preprocess::check_non_negative(&x, &self.field)?;
+        preprocess::to_log_normalized(&mut x, self.space.target_sum, &self.field)?;
+        Ok(x.remap_cols(&self.map, self.n_model_genes))
+    }
+
+    /// Model input for the given rows (any order).
+    pub fn rows(&self, rows: &[usize]) -> Result<CsrMatrix> {
+        self.prepare(self.reader.read_row_indices(rows)?)
+    }
+
+    /// Model input for a contiguous range.
+    pub fn range(&self, rows: std::ops::Range<usize>) -> Result<CsrMatrix> {
+        self.prepare(self.reader.read_rows(rows)?)
+    }
+}
+
+/// Encoder features of every training cell, on disk, plus per-class bookkeeping.
+pub struct FeatureStore {
+    path: PathBuf,
+    file: File,
+    pub dim: usize,
+    pub n_rows: usize,
+    /// Exact per-class mean feature over all cells of the class.
+    pub class_means: Vec<Vec<f32>>,
+    /// Rows of each class.
+    pub class_rows: Vec<Vec<usize>>,
+}
+
+impl FeatureStore {
+    /// Streams `source` in chunks through `encode` (cells → features), writing `path`.
+    /// `class_of[r]` is the class id of row r (`None`: unlabelled, skipped in means).
+    pub fn build(
+        source: &CellSource,
+        class_of: &[Option<u32>],
+        n_classes: usize,
+        dim: usize,
+        path: &Path,
+        mut encode: impl FnMut(&CsrMatrix) -> Result<Vec<f32>>,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<Self> {
+        let n = source.reader.n_rows();
+        let tmp = crate::fsutil::temp_sibling(path);
+        let mut w = BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+        let mut sums = vec![vec![0f64; dim]; n_classes];
+        let mut class_rows = vec![Vec::new(); n_classes];
+        for (r, c) in class_of.iter().enumerate() {
+            if let Some(c) = c {
+                class_rows[*c as usize].push(r);
+            }
+        }
+        let mut start = 0;
+        while start < n {
+            let end = (start + CHUNK_ROWS).min(n);
+            let x = source.range(start..end)?;
+            let f = encode(&x)?;
+            if f.len() != (end - start) * dim {
+                bail!("encoder returned {} values for {} rows of width {dim}", f.len(), end - start);
+            }
+            for (k, row) in f.chunks_exact(dim).enumerate() {
+                if let Some(c) = class_of[start + k] {
+                    for (s, v) in sums[c as usize].iter_mut().zip(row) {
+                        *s += *v as f64;
+                    }
+                }
+                for v in row {
+                    w.write_all(&v.to_le_bytes())?;
+                }
+            }
+            progress.inc((end - start) as u64);
+            start = end;
+        }
+        w.flush()?;
+        drop(w);
+        std::fs::rename(&tmp, path)?;
+        let class_means = sums
+            .iter()
+            .zip(&class_rows)
+            .map(|(s, rows)| s.iter().map(|v| (v / rows.len().max(1) as f64) as f32).collect())
+            .collect();
+        let file = File::open(path)?;
+        Ok(FeatureStore { path: path.to_path_buf(), file, dim, n_rows: n, class_means, class_rows })
+    }
+
+    /// Feature rows `rows`, row-major.
+    pub fn read(&self, rows: &[usize]) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; rows.len() * self.dim];
+        let mut buf = vec![0u8; self.dim * 4];
+        for (k, &r) in rows.iter().enumerate() {
+            self.file
+                .read_exact_at(&mut buf, (r * self.dim * 4) as u64)
+                .with_context(|| format!("reading feature row {r} from {}", self.path.display()))?;
+            for (d, b) in out[k * self.dim..(k + 1) * self.dim].iter_mut().zip(buf.chunks_exact(4)) {
+                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
