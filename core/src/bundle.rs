@@ -82,6 +82,9 @@ impl GeneratorBundle {
                 ));
             }
         }
+        for (name, t) in &self.tensors {
+            t.validate().map_err(|e| CoreError::data(format!("bundle/tensors/{name}"), e.to_string()))?;
+        }
         for (name, shape) in self.spec.params() {
             let t = self
                 .tensors

@@ -60,7 +60,7 @@ impl LatentCodes {
         if let Some(&bad) = self.labels.iter().find(|&&l| l as usize >= self.classes.len()) {
             return Err(CoreError::data("codes/labels", format!("label {bad} but only {} classes", self.classes.len())));
         }
-        self.codes.to_f32().map(|_| ())
+        self.codes.validate()
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -88,6 +88,7 @@ impl LatentCodes {
         let first = parts.first().ok_or_else(|| CoreError::Mismatch("nothing to merge".into()))?;
         let mut owner: BTreeMap<u32, usize> = BTreeMap::new();
         for (i, p) in parts.iter().enumerate() {
+            p.validate().map_err(|e| CoreError::Mismatch(format!("code file {i}: {e}")))?;
             if p.generator_id != first.generator_id {
                 return Err(CoreError::Mismatch(format!(
                     "code file {i} was made for generator {} but file 0 for {}",

@@ -14,11 +14,13 @@ pub enum CoreError {
     /// A file does not start with the expected magic bytes.
     #[error("not a {expected} file: magic bytes are {found:?}")]
     BadMagic { expected: &'static str, found: String },
-    /// A file written by a newer scdd.
-    #[error("{kind} format version {found} is newer than this scdd supports (<= {supported}); upgrade scdd")]
+    /// A format version this build cannot read: written by a newer scdd (or version 0, which
+    /// no scdd writes).
+    #[error("{kind} format version {found} is not supported: this scdd reads versions 1 to {supported}; a file from a newer scdd needs an upgraded scdd")]
     UnsupportedVersion { kind: &'static str, found: u32, supported: u32 },
-    /// The file ends before its declared length.
-    #[error("{kind} file is truncated: header declares {expected} payload bytes, found {found}")]
+    /// The file ends before its header does, or before the payload length the header declares.
+    /// `expected` and `found` are whole-file sizes in bytes.
+    #[error("{kind} file is truncated: expected {expected} bytes, found {found}")]
     Truncated { kind: &'static str, expected: u64, found: u64 },
     /// The payload checksum does not match: the file is corrupted.
     #[error("{kind} file is corrupted: payload checksum mismatch (expected {expected}, computed {computed})")]

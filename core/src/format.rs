@@ -9,8 +9,12 @@
 //! 24      32    SHA-256 of the payload
 //! 56      n     payload          bincode 2 (standard config) of the serde value
 //! ```
-//! A reader checks, in this order: length ≥ header, magic, version, payload length, checksum,
-//! decode — each failure is its own [`CoreError`] variant.
+//! A reader checks, in this order: magic ([`CoreError::BadMagic`]; a file shorter than the
+//! magic that matches it so far is [`CoreError::Truncated`]), length ≥ header (`Truncated`),
+//! version 1..=supported ([`CoreError::UnsupportedVersion`]), flags = 0, payload length
+//! (`Truncated` when short, [`CoreError::Decode`] when bytes trail), checksum
+//! ([`CoreError::Checksum`]), decode (`Decode`). Every byte of the file is covered: a
+//! changed byte anywhere is an error.
 use crate::error::{CoreError, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,38 +59,87 @@ pub fn encode<T: Serialize>(kind: &FileKind, value: &T) -> Vec<u8> {
     out
 }
 
-/// Checks the header and checksum and decodes the payload. Never panics on bad bytes.
+/// Checks the header and checksum and decodes the payload. Never panics on bad bytes, and
+/// never allocates much more than the payload's size, whatever length prefixes a crafted
+/// payload holds.
 pub fn decode<T: DeserializeOwned>(kind: &FileKind, bytes: &[u8]) -> Result<T> {
-    if bytes.len() < 8 || bytes[..8] != kind.magic {
-        let found = String::from_utf8_lossy(&bytes[..bytes.len().min(8)]).into_owned();
+    let n = bytes.len();
+    if n < 8 || bytes[..8] != kind.magic {
+        // A prefix of the magic (also an empty file) is a truncated file of this kind.
+        if n < 8 && bytes == &kind.magic[..n] {
+            return Err(CoreError::Truncated { kind: kind.name, expected: HEADER_LEN as u64, found: n as u64 });
+        }
+        let found = String::from_utf8_lossy(&bytes[..n.min(8)]).into_owned();
         return Err(CoreError::BadMagic { expected: kind.name, found });
     }
-    if bytes.len() < HEADER_LEN {
-        return Err(CoreError::Truncated { kind: kind.name, expected: HEADER_LEN as u64, found: bytes.len() as u64 });
+    if n < HEADER_LEN {
+        return Err(CoreError::Truncated { kind: kind.name, expected: HEADER_LEN as u64, found: n as u64 });
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    if version > kind.version {
+    if version == 0 || version > kind.version {
         return Err(CoreError::UnsupportedVersion { kind: kind.name, found: version, supported: kind.version });
+    }
+    let flags = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
+    if flags != 0 {
+        return Err(CoreError::Decode {
+            kind: kind.name,
+            msg: format!("reserved header flags are {flags:#010x}, expected 0 (corrupted header or a newer scdd)"),
+        });
     }
     let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
     let payload = &bytes[HEADER_LEN..];
     if (payload.len() as u64) < len {
-        return Err(CoreError::Truncated { kind: kind.name, expected: len, found: payload.len() as u64 });
+        return Err(CoreError::Truncated {
+            kind: kind.name,
+            expected: (HEADER_LEN as u64).saturating_add(len),
+            found: n as u64,
+        });
     }
     if (payload.len() as u64) > len {
         return Err(CoreError::Decode {
             kind: kind.name,
-            msg: format!("{} trailing bytes after the declared payload", payload.len() as u64 - len),
+            msg: format!(
+                "{} trailing bytes after the {len} payload bytes the header declares",
+                payload.len() as u64 - len
+            ),
         });
     }
     let computed = Sha256::digest(payload);
     if computed[..] != bytes[24..56] {
         return Err(CoreError::Checksum { kind: kind.name, expected: hex(&bytes[24..56]), computed: hex(&computed) });
     }
-    let (value, used) = bincode::serde::decode_from_slice(payload, bincode_config())
-        .map_err(|e| CoreError::Decode { kind: kind.name, msg: e.to_string() })?;
+    let (value, used) =
+        decode_bounded(payload).map_err(|e| CoreError::Decode { kind: kind.name, msg: e.to_string() })?;
     if used != payload.len() {
         return Err(CoreError::Decode { kind: kind.name, msg: format!("{} unread payload bytes", payload.len() - used) });
     }
     Ok(value)
+}
+
+/// bincode with a byte limit proportional to the payload. bincode allocates a byte vector or
+/// string of the length its prefix declares before reading it; without a limit, a crafted
+/// length (the checksum only proves the payload is the one that was written) makes it try
+/// to allocate terabytes and abort. bincode counts the full width of every integer it
+/// decodes (8 bytes for a one-byte varint length), so a well-formed payload claims at most
+/// 8 bytes per payload byte. The limit is a const generic: pick the smallest of a few
+/// power-of-two limits that fits.
+fn decode_bounded<T: DeserializeOwned>(payload: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    let need = payload.len().saturating_mul(8).saturating_add(256);
+    macro_rules! with_limits {
+        ($($bits:literal),*) => {
+            $(
+                if need <= (1usize << $bits) {
+                    return bincode::serde::decode_from_slice(
+                        payload,
+                        bincode_config().with_limit::<{ 1usize << $bits }>(),
+                    );
+                }
+            )*
+        };
+    }
+    with_limits!(12, 16, 20, 24, 28, 31);
+    #[cfg(target_pointer_width = "64")]
+    with_limits!(34, 37, 40, 44);
+    // Beyond 16 TiB: nothing left to bound against.
+    bincode::serde::decode_from_slice(payload, bincode_config())
 }

@@ -68,22 +68,35 @@ impl Tensor {
         Ok(Tensor { shape, dtype: DType::F16, data })
     }
 
+    /// Number of elements (saturates at `usize::MAX` for shapes too large to exist, which
+    /// only a corrupted or crafted file can hold).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        checked_numel(&self.shape).unwrap_or(usize::MAX)
     }
 
-    /// The values as f32, whatever the stored dtype. Errors if the byte length is off.
-    pub fn to_f32(&self) -> Result<Vec<f32>> {
-        let width = match self.dtype {
+    /// Bytes per element.
+    pub fn elem_size(&self) -> usize {
+        match self.dtype {
             DType::F32 => 4,
             DType::F16 => 2,
-        };
-        if self.data.len() != self.numel() * width {
+        }
+    }
+
+    /// Checks that the byte length fits shape and dtype.
+    pub fn validate(&self) -> Result<()> {
+        let want = checked_numel(&self.shape).and_then(|n| n.checked_mul(self.elem_size()));
+        if want != Some(self.data.len()) {
             return Err(CoreError::data(
                 "tensor",
                 format!("{} bytes for shape {:?} of {:?}", self.data.len(), self.shape, self.dtype),
             ));
         }
+        Ok(())
+    }
+
+    /// The values as f32, whatever the stored dtype. Errors if the byte length is off.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        self.validate()?;
         Ok(match self.dtype {
             DType::F32 => self.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             DType::F16 => self.data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
@@ -91,12 +104,16 @@ impl Tensor {
     }
 }
 
+fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
 fn check_len(shape: &[usize], n: usize) -> Result<()> {
-    let want: usize = shape.iter().product();
-    if want != n {
-        return Err(CoreError::data("tensor", format!("shape {shape:?} needs {want} values, got {n}")));
+    match checked_numel(shape) {
+        Some(want) if want == n => Ok(()),
+        Some(want) => Err(CoreError::data("tensor", format!("shape {shape:?} needs {want} values, got {n}"))),
+        None => Err(CoreError::data("tensor", format!("shape {shape:?} has more elements than fit in memory"))),
     }
-    Ok(())
 }
 
 #[cfg(test)]
