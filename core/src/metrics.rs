@@ -1,4 +1,5 @@
 //! Metrics: classification (accuracy, macro-F1, confusion matrix) and distribution comparisons.
+use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 /// Classification results of one evaluator run on a test set.
@@ -49,6 +50,148 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     let mean = values.iter().sum::<f64>() / n;
     let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     (mean, var.sqrt())
+}
+
+/// Pearson correlation of two equally long vectors (f64 accumulation). NaN when either is
+/// constant or they are empty.
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "pearson: vectors differ in length");
+    let n = a.len() as f64;
+    if a.is_empty() {
+        return f64::NAN;
+    }
+    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    if saa == 0.0 || sbb == 0.0 {
+        return f64::NAN;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// Mean over rows of the Pearson correlation between row `i` of `a` and row `i` of `b`
+/// (e.g. each cell against its reconstruction); rows where either side is constant are skipped.
+pub fn mean_row_pearson(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f64 {
+    assert_eq!(a.dim(), b.dim(), "mean_row_pearson: shapes differ");
+    let vals: Vec<f64> = a
+        .rows()
+        .into_iter()
+        .zip(b.rows())
+        .map(|(x, y)| pearson(&x.to_vec(), &y.to_vec()))
+        .filter(|v| v.is_finite())
+        .collect();
+    if vals.is_empty() {
+        f64::NAN
+    } else {
+        vals.iter().sum::<f64>() / vals.len() as f64
+    }
+}
+
+/// Column means of a (cells × features) matrix.
+pub fn column_means(x: ArrayView2<f32>) -> Vec<f32> {
+    let n = x.nrows().max(1) as f64;
+    let mut acc = vec![0f64; x.ncols()];
+    for row in x.rows() {
+        for (a, &v) in acc.iter_mut().zip(row.iter()) {
+            *a += v as f64;
+        }
+    }
+    acc.into_iter().map(|v| (v / n) as f32).collect()
+}
+
+/// Pearson correlation between the feature (gene) means of two sets of cells.
+pub fn mean_pearson(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f64 {
+    pearson(&column_means(a), &column_means(b))
+}
+
+fn sq_dists(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f64> {
+    let a64 = a.mapv(|v| v as f64);
+    let b64 = b.mapv(|v| v as f64);
+    let na: Vec<f64> = a64.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let nb: Vec<f64> = b64.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let mut d = a64.dot(&b64.t());
+    for ((i, j), v) in d.indexed_iter_mut() {
+        *v = (na[i] + nb[j] - 2.0 * *v).max(0.0);
+    }
+    d
+}
+
+/// The median heuristic for an RBF bandwidth: the median Euclidean distance between distinct
+/// rows of `x` (at most the first 1000 rows are used). 1.0 when `x` has fewer than two rows or
+/// all rows coincide.
+pub fn median_distance(x: ArrayView2<f32>) -> f64 {
+    let x = x.slice(ndarray::s![..x.nrows().min(1000), ..]);
+    let d = sq_dists(x, x);
+    let mut v: Vec<f64> = Vec::new();
+    for i in 0..d.nrows() {
+        for j in (i + 1)..d.ncols() {
+            v.push(d[[i, j]].sqrt());
+        }
+    }
+    if v.is_empty() {
+        return 1.0;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let m = v[v.len() / 2];
+    if m > 0.0 { m } else { 1.0 }
+}
+
+/// Squared maximum mean discrepancy between the rows of `x` and `y` under the Gaussian kernel
+/// `k(a, b) = exp(−‖a − b‖² / (2σ²))`: the biased (V-statistic) estimate
+/// `mean k(x,x') + mean k(y,y') − 2 mean k(x,y)`, which is ≥ 0 and 0 for identical sets.
+/// Pass the same `sigma` (e.g. [`median_distance`] of the reference set) when comparing several
+/// candidate sets against one reference. NaN when either set is empty.
+pub fn mmd_rbf(x: ArrayView2<f32>, y: ArrayView2<f32>, sigma: f64) -> f64 {
+    assert_eq!(x.ncols(), y.ncols(), "mmd_rbf: feature counts differ");
+    if x.nrows() == 0 || y.nrows() == 0 {
+        return f64::NAN;
+    }
+    let g = 1.0 / (2.0 * sigma * sigma);
+    let mean_k = |a: ArrayView2<f32>, b: ArrayView2<f32>| -> f64 {
+        let d = sq_dists(a, b);
+        d.iter().map(|&v| (-g * v).exp()).sum::<f64>() / d.len() as f64
+    };
+    (mean_k(x, x) + mean_k(y, y) - 2.0 * mean_k(x, y)).max(0.0)
+}
+
+#[cfg(test)]
+mod distribution_tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn pearson_basics() {
+        assert!((pearson(&[1., 2., 3.], &[2., 4., 6.]) - 1.0).abs() < 1e-12);
+        assert!((pearson(&[1., 2., 3.], &[3., 2., 1.]) + 1.0).abs() < 1e-12);
+        assert!(pearson(&[1., 1., 1.], &[1., 2., 3.]).is_nan());
+        let a = array![[1f32, 2., 3.], [0., 1., 0.]];
+        let b = array![[2f32, 4., 6.], [1., 1., 1.]];
+        // second row is constant in b: skipped
+        assert!((mean_row_pearson(a.view(), b.view()) - 1.0).abs() < 1e-12);
+        assert!((mean_pearson(a.view(), (&a * 2.0).view()) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mmd_is_zero_for_equal_sets_and_grows_with_shift() {
+        let x = array![[0f32, 0.], [1., 0.], [0., 1.], [1., 1.]];
+        let s = median_distance(x.view());
+        assert!((s - 1.0).abs() < 1e-12, "{s}");
+        assert!(mmd_rbf(x.view(), x.view(), s).abs() < 1e-12);
+        let near = &x + 0.1;
+        let far = &x + 3.0;
+        let (a, b) = (mmd_rbf(x.view(), near.view(), s), mmd_rbf(x.view(), far.view(), s));
+        assert!(a > 0.0 && b > a, "{a} {b}");
+        // closed form for single points: 2 − 2·exp(−d²/2σ²)
+        let p = array![[0f32, 0.]];
+        let q = array![[3f32, 4.]];
+        assert!((mmd_rbf(p.view(), q.view(), 5.0) - (2.0 - 2.0 * (-0.5f64).exp())).abs() < 1e-12);
+    }
 }
 
 #[cfg(test)]
