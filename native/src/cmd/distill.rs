@@ -65,6 +65,9 @@ pub struct Args {
     /// Read `raw/X` instead of X.
     #[arg(long)]
     pub raw: bool,
+    /// Stop after this many steps in total, leaving a checkpoint for --resume.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -146,6 +149,7 @@ pub fn distill_to_file(a: &Args, bundle: &GeneratorBundle) -> Result<RunLog> {
         alpha_bar: bundle.spec.schedule.alpha_bar(cfg.timestep),
         work_dir: work_dir.clone(),
         resume: a.resume,
+        stop_after: a.stop_after,
         quiet: a.quiet,
     };
     let (syn, log) = distill::distill(&cfg, &job)?;

@@ -176,6 +176,14 @@ pub enum Synthetic {
     Cells { x: Vec<f32>, genes: usize, labels: Vec<u32> },
 }
 
+/// A run stopped by `stop_after`; its checkpoint lets `--resume` continue.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped after step {step}; resume with --resume (checkpoint {})", checkpoint.display())]
+pub struct Interrupted {
+    pub step: usize,
+    pub checkpoint: PathBuf,
+}
+
 const CKPT: FileKind = FileKind { name: "scdd distillation checkpoint", magic: *b"SCDDCKPT", version: 1 };
 
 #[derive(Serialize, Deserialize)]
@@ -188,6 +196,8 @@ struct Checkpoint {
     adam_m: Vec<f32>,
     adam_v: Vec<f32>,
     norm: (f64, f64),
+    /// DC's task head (weight, bias) as it stood after the step.
+    head: (Vec<f32>, Vec<f32>),
     history: Vec<StepLog>,
 }
 
@@ -205,6 +215,8 @@ pub struct Job<'a> {
     /// Where the feature store and checkpoints live.
     pub work_dir: PathBuf,
     pub resume: bool,
+    /// Stop (leaving a checkpoint) once this many steps are done in total: time-boxed runs.
+    pub stop_after: Option<usize>,
     pub quiet: bool,
 }
 
@@ -348,6 +360,7 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
     let mut v = var.zeros_like();
     let mut norm = (f64::NAN, f64::NAN);
     let mut start = 0;
+    let mut head = (Tensor::zeros([0], (Kind::Float, device)), Tensor::zeros([0], (Kind::Float, device)));
     if job.resume && ckpt_path.exists() {
         let ck: Checkpoint = format::decode(&CKPT, &fsutil::read(&ckpt_path)?)
             .with_context(|| format!("{}: unreadable checkpoint", ckpt_path.display()))?;
@@ -359,6 +372,10 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
         m = back(&ck.adam_m);
         v = back(&ck.adam_v);
         norm = ck.norm;
+        if !ck.head.0.is_empty() {
+            let w = Tensor::from_slice(&ck.head.0).reshape([n_classes as i64, job.latent_dim as i64]).to_device(device);
+            head = (w, Tensor::from_slice(&ck.head.1).to_device(device));
+        }
         start = ck.step;
         log.history = ck.history;
         log.resumed_from = Some(start);
@@ -375,7 +392,6 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
         let pb = bar(cfg.steps as u64, cfg.method.name(), job.quiet);
         pb.set_position(start as u64);
         let t_opt = Instant::now();
-        let mut head = (Tensor::zeros([0], (Kind::Float, device)), Tensor::zeros([0], (Kind::Float, device)));
         for step in start..cfg.steps {
             if cfg.method.uses_dc() && (step % cfg.head_reset.max(1) == 0 || head.0.numel() == 0) {
                 head = fresh_head(n_classes, job.latent_dim, cfg.seed, step, device);
@@ -445,7 +461,8 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
             pb.set_prefix(format!("loss {total:.4}"));
             pb.inc(1);
             let done = step + 1;
-            if cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0 && done < cfg.steps {
+            let stop = job.stop_after.is_some_and(|s| done >= s) && done < cfg.steps;
+            if stop || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0 && done < cfg.steps) {
                 let ck = Checkpoint {
                     config: cfg.clone(),
                     generator_id: job.generator_id.clone(),
@@ -455,9 +472,14 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
                     adam_m: to_vec(&m)?,
                     adam_v: to_vec(&v)?,
                     norm,
+                    head: (to_vec(&head.0)?, to_vec(&head.1)?),
                     history: log.history.clone(),
                 };
                 fsutil::write_atomic(&ckpt_path, &format::encode(&CKPT, &ck))?;
+            }
+            if stop {
+                pb.finish_and_clear();
+                bail!(Interrupted { step: done, checkpoint: ckpt_path });
             }
         }
         pb.finish_and_clear();
