@@ -5,3 +5,4 @@ pub mod evaluation;
 pub mod fsutil;
 pub mod h5ad;
 pub mod prep;
+pub mod scimilarity;
