@@ -96,7 +96,7 @@ mod tests {
         let w = Tensor::randn([3, 8], (Kind::Float, tch::Device::Cpu));
         let b = Tensor::zeros([3], (Kind::Float, tch::Device::Cpu));
         let syn = Tensor::randn([6, 8], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-        let real = vec![Tensor::randn([10, 8], (Kind::Float, tch::Device::Cpu)); 3];
+        let real: Vec<Tensor> = (0..3).map(|_| Tensor::randn([10, 8], (Kind::Float, tch::Device::Cpu))).collect();
         let slices: Vec<ClassSlice> = (0..3).map(|c| ClassSlice { class: c, start: 2 * c, len: 2 }).collect();
         let loss = dc_loss(&w, &b, &syn, &slices, &real);
         let g = Tensor::run_backward(&[&loss], &[&syn], false, false).pop().unwrap();
