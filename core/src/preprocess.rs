@@ -80,9 +80,12 @@ pub fn log1p(x: &mut CsrMatrix) {
 pub enum CountType {
     /// Non-negative integers: raw UMI/read counts.
     RawCounts,
-    /// `log1p` of per-cell normalised counts (`expm1` rows sum to ≈ `target_sum`).
+    /// `log1p` of per-cell normalised counts. `target_sum` is the mean per-cell total of the
+    /// `expm1` values: the normalisation target when the file holds every gene it was
+    /// normalised over, less when genes were dropped afterwards (e.g. scanpy's `raw` after
+    /// gene filtering), in which case the totals also vary from cell to cell.
     LogNormalized { target_sum: f64 },
-    /// Per-cell normalised, not logged (rows sum to ≈ `target_sum`).
+    /// Per-cell normalised, not logged; `target_sum` as for `LogNormalized`.
     Normalized { target_sum: f64 },
     /// Negative values present: scaled / centred data, not usable as expression.
     Scaled,
@@ -94,8 +97,12 @@ impl fmt::Display for CountType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CountType::RawCounts => write!(f, "raw counts (non-negative integers)"),
-            CountType::LogNormalized { target_sum } => write!(f, "log1p of counts normalised to {target_sum:.0} per cell"),
-            CountType::Normalized { target_sum } => write!(f, "counts normalised to {target_sum:.0} per cell (not logged)"),
+            CountType::LogNormalized { target_sum } => {
+                write!(f, "log1p of per-cell normalised counts (mean total {target_sum:.0} per cell)")
+            }
+            CountType::Normalized { target_sum } => {
+                write!(f, "per-cell normalised counts, not logged (mean total {target_sum:.0} per cell)")
+            }
             CountType::Scaled => write!(f, "scaled values (negative entries present)"),
             CountType::Other => write!(f, "non-integer non-negative values of unknown normalisation"),
         }
@@ -127,6 +134,11 @@ pub fn detect_count_type(x: &CsrMatrix) -> CountType {
             return None;
         }
         let mean = nz.iter().sum::<f64>() / nz.len() as f64;
+        // expm1 of non-logged values overflows to inf: inf - inf is NaN, which f64::max
+        // would skip, so an infinite mean must be refused explicitly.
+        if !mean.is_finite() {
+            return None;
+        }
         let max_dev = nz.iter().map(|s| (s - mean).abs()).fold(0.0, f64::max);
         (max_dev <= 1e-2 * mean).then_some(mean)
     };
@@ -138,7 +150,70 @@ pub fn detect_count_type(x: &CsrMatrix) -> CountType {
     if let Some(t) = constant(&sums) {
         return CountType::Normalized { target_sum: t };
     }
+    // Totals vary: genes may have been dropped after normalising. Normalised counts are
+    // still integer multiples of a per-cell unit (the value of one count).
+    let mean_nz = |sums: &[f64]| {
+        let nz: Vec<f64> = sums.iter().copied().filter(|s| *s > 0.0).collect();
+        nz.iter().sum::<f64>() / nz.len().max(1) as f64
+    };
+    let log_sum = mean_nz(&expm1_sums);
+    if log_sum.is_finite() && on_count_lattice(x, &rows, true) {
+        return CountType::LogNormalized { target_sum: log_sum };
+    }
+    if on_count_lattice(x, &rows, false) {
+        return CountType::Normalized { target_sum: mean_nz(&sums) };
+    }
     CountType::Other
+}
+
+/// Whether most rows look like `u·c` (or `ln(1 + u·c)` when `logged`) for a per-row unit `u`
+/// and small integers `c`: the signature of per-cell normalised counts whatever genes were
+/// kept. The unit is the row's smallest value (a gene seen once). Only values of 2 to 8
+/// units are tested (there the lattice is coarse enough to tell), with a tolerance that
+/// allows values rounded to 3 decimals, as some published files are.
+fn on_count_lattice(x: &CsrMatrix, rows: &[usize], logged: bool) -> bool {
+    let (mut tested, mut passed) = (0usize, 0usize);
+    for &r in rows {
+        let vals = x.row(r).1;
+        if vals.len() < 10 {
+            continue;
+        }
+        let unit_of = |v: f32| if logged { (v as f64).exp_m1() } else { v as f64 };
+        let u = vals.iter().map(|&v| unit_of(v)).filter(|&w| w > 0.0).fold(f64::INFINITY, f64::min);
+        if !u.is_finite() {
+            continue;
+        }
+        let (mut n, mut ok) = (0usize, 0usize);
+        for &v in vals {
+            let w = unit_of(v);
+            let c = (w / u).round();
+            // c = 1 is the unit itself: it proves nothing.
+            if !(2.0..=8.0).contains(&c) {
+                continue;
+            }
+            n += 1;
+            // Rounding to 3 decimals moves a value by 5e-4 and the unit by up to c times that
+            // (after mapping through ln_1p); never allow more than a tenth of the lattice
+            // spacing, or any values would pass.
+            let (back, tol) = if logged {
+                let spacing = ((c + 1.0) * u).ln_1p() - (c * u).ln_1p();
+                ((c * u).ln_1p(), (6e-4 * (1.0 + c * (1.0 + u) / (1.0 + c * u))).min(0.1 * spacing))
+            } else {
+                (c * u, (6e-4 * (1.0 + c) + 1e-6 * c * u).min(0.1 * u))
+            };
+            if (v as f64 - back).abs() <= tol {
+                ok += 1;
+            }
+        }
+        // Rows whose smallest value is not one count (rare) fail; that is fine.
+        if n >= 3 {
+            tested += 1;
+            if ok as f64 >= 0.98 * n as f64 {
+                passed += 1;
+            }
+        }
+    }
+    tested >= 3 && passed as f64 >= 0.8 * tested as f64
 }
 
 /// Turns the matrix into the model's input space (normalised to `target_sum`, log1p), whatever
@@ -151,8 +226,15 @@ pub fn to_log_normalized(x: &mut CsrMatrix, target_sum: f32, field: &str) -> Res
             normalize_total(x, target_sum);
             log1p(x);
         }
-        CountType::LogNormalized { target_sum: t } => {
-            if (t - target_sum as f64).abs() > 1e-2 * target_sum as f64 {
+        CountType::LogNormalized { .. } => {
+            // Left alone only when every cell already totals target_sum (the detected mean
+            // can match while gene-subset cells vary).
+            let t = target_sum as f64;
+            let off = (0..x.n_rows()).any(|r| {
+                let s: f64 = x.row(r).1.iter().map(|&v| (v as f64).exp_m1()).sum();
+                s > 0.0 && (s - t).abs() > 1e-2 * t
+            });
+            if off {
                 rescale_log_normalized(x, target_sum);
             }
         }
@@ -332,6 +414,64 @@ mod tests {
         let before = x.clone();
         to_log_normalized(&mut x, 1e4, "X").unwrap();
         assert_eq!(x, before);
+    }
+
+    /// Counts-like rows (seeded), normalised to 1e4 over 200 genes, then only the first 120
+    /// genes kept, as scanpy's `raw` often is after gene filtering.
+    fn subset_normalised(logged: bool, round3: bool) -> CsrMatrix {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        use rand::Rng;
+        let (n, g, keep) = (40, 200, 120);
+        let mut dense = vec![0f32; n * keep];
+        for r in 0..n {
+            let counts: Vec<f64> =
+                (0..g).map(|_| if rng.gen_bool(0.3) { rng.gen_range(1..6) as f64 } else { 0.0 }).collect();
+            let total: f64 = counts.iter().sum();
+            for c in 0..keep {
+                if counts[c] > 0.0 {
+                    let v = counts[c] * 1e4 / total;
+                    let mut v = if logged { v.ln_1p() } else { v };
+                    if round3 {
+                        v = (v * 1000.0).round() / 1000.0;
+                    }
+                    dense[r * keep + c] = v as f32;
+                }
+            }
+        }
+        CsrMatrix::from_dense(n, keep, &dense, "t").unwrap()
+    }
+
+    #[test]
+    fn gene_subset_normalised_data_is_recognised() {
+        for round3 in [false, true] {
+            let x = subset_normalised(true, round3);
+            let t = detect_count_type(&x);
+            assert!(matches!(t, CountType::LogNormalized { target_sum } if target_sum < 1e4 && target_sum > 3e3), "{t:?}");
+            let n = detect_count_type(&subset_normalised(false, round3));
+            assert!(matches!(n, CountType::Normalized { .. }), "{round3} {n:?}");
+        }
+        // normalised counts large enough for expm1 to overflow are not "log-normalised to inf"
+        let mut big = CsrMatrix::from_dense(2, 3, &[900., 100., 0., 0., 500., 500.], "t").unwrap();
+        assert!(matches!(detect_count_type(&big), CountType::RawCounts));
+        big.data_mut()[0] = 900.5;
+        big.data_mut()[1] = 99.5;
+        assert_eq!(detect_count_type(&big), CountType::Normalized { target_sum: 1000.0 });
+        // to_log_normalized rescales such data to the target over the genes present
+        let mut x = subset_normalised(true, false);
+        to_log_normalized(&mut x, 1e4, "X").unwrap();
+        for r in 0..x.n_rows() {
+            let s: f64 = x.row(r).1.iter().map(|&v| (v as f64).exp_m1()).sum();
+            assert!((s - 1e4).abs() < 1.0, "row {r}: {s}");
+        }
+        // Non-negative values without that structure stay unknown.
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        use rand::Rng;
+        let dense: Vec<f32> =
+            (0..40 * 50).map(|_| if rng.gen_bool(0.5) { rng.gen_range(0.01f32..5.0) } else { 0.0 }).collect();
+        let other = CsrMatrix::from_dense(40, 50, &dense, "t").unwrap();
+        assert_eq!(detect_count_type(&other), CountType::Other);
+        let rounded: Vec<f32> = dense.iter().map(|v| (v * 1000.0).round() / 1000.0).collect();
+        assert_eq!(detect_count_type(&CsrMatrix::from_dense(40, 50, &rounded, "t").unwrap()), CountType::Other);
     }
 
     #[test]
