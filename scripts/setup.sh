@@ -35,14 +35,12 @@ VENV=$ROOT/.venv
 PY=$VENV/bin/python
 [ -x "$PY" ] || { log "creating $VENV"; python3 -m venv "$VENV"; }
 SITE=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-if [ ! -f "$SITE/torch-2.11.0.dist-info/METADATA" ]; then
-  log "installing torch 2.11.0 (lean, no CUDA wheels)"
+# The full wheel set (torch + its CUDA runtime wheels, ~4.5 GB, about a minute from PyPI): tch
+# links libtorch from it, and Python torch must import for the interop tests.
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+  log "installing torch 2.11.0"
   $PY -m pip install -q --upgrade pip
-  $PY -m pip install -q --no-deps torch==2.11.0
-  CT=$(grep -oP '^Requires-Dist: cuda-toolkit\[[^]]*\]==\K[0-9.]+' "$SITE/torch-2.11.0.dist-info/METADATA" | head -1)
-  $PY -m pip install -q "cuda-toolkit[cudart,cupti]==$CT"
-  # torch's own pure-Python needs (no CUDA wheels)
-  $PY -m pip install -q typing_extensions filelock sympy networkx jinja2 fsspec
+  $PY -m pip install -q torch==2.11.0
 fi
 if [ "$PYEXTRAS" = 1 ] && ! $PY -c 'import anndata, scanpy' 2>/dev/null; then
   log "installing anndata + scanpy"

@@ -23,23 +23,15 @@ Writes under --out:
                   --h5ad (target sum 1e4, log1p, aligned to gene_order.tsv), the encoder's output
                   z and the decoder's output on z, all in eval mode.
 
-Backends: ``torch`` builds real nn.Modules, loads the weights with ``load_state_dict(strict=True)``
-(so the key names are checked against the module structure), saves with ``torch.save`` and runs
-the modules. ``numpy`` (used by ``auto`` when ``import torch`` fails, e.g. with a libtorch-only
-wheel lacking its CUDA libraries) writes the same files with CPython's pickler laid out exactly as
-torch/serialization.py does (zip records ``<name>/data.pkl`` + ``<name>/data/<key>``, persistent ids
-``("storage", torch.FloatStorage, key, "cpu", numel)``, ``torch._utils._rebuild_tensor_v2``,
-an OrderedDict state dict carrying ``_metadata``) and evaluates the network in float64.
+Real PyTorch builds the nn.Modules, loads the weights with ``load_state_dict(strict=True)`` (so
+the key names are checked against the module structure), saves them with ``torch.save`` and runs
+the modules for the reference outputs.
 """
 import argparse
 import collections
-import io
 import json
 import os
-import pickle
-import struct
 import sys
-import types
 import zipfile
 
 import numpy as np
@@ -101,143 +93,7 @@ def decoder_state(rng, n_genes, hidden, latent):
 
 
 # --------------------------------------------------------------------------------------------
-# numpy forward pass (float64), the inference semantics of the torch modules
-# --------------------------------------------------------------------------------------------
-
-def np_forward(sd, x, hidden, decoder):
-    x = x.astype(np.float64)
-    g = lambda k: sd[k].astype(np.float64)
-    for i in range(len(hidden)):
-        o = 0 if (decoder and i == 0) else 1
-        p = f"network.{i}"
-        x = x @ g(f"{p}.{o}.weight").T + g(f"{p}.{o}.bias")
-        bn = f"{p}.{o + 1}"
-        x = (x - g(f"{bn}.running_mean")) / np.sqrt(g(f"{bn}.running_var") + BN_EPS) * g(f"{bn}.weight") + g(f"{bn}.bias")
-        a = g(f"{p}.{o + 2}.weight")[0]
-        x = np.where(x >= 0, x, a * x)
-    n = len(hidden)
-    x = x @ g(f"network.{n}.weight").T + g(f"network.{n}.bias")
-    if not decoder:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x.astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# torch.save emulation (numpy backend)
-# --------------------------------------------------------------------------------------------
-
-def _fake_torch():
-    """Module objects named like torch's, so the pickler writes torch's GLOBAL references."""
-    torch_mod = types.ModuleType("torch")
-    utils_mod = types.ModuleType("torch._utils")
-
-    def _rebuild_tensor_v2(*args):  # never called: only its name is pickled
-        raise RuntimeError("placeholder")
-
-    _rebuild_tensor_v2.__module__ = "torch._utils"
-    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
-    utils_mod._rebuild_tensor_v2 = _rebuild_tensor_v2
-    storage_types = {}
-    for name in ("FloatStorage", "LongStorage", "DoubleStorage", "HalfStorage"):
-        cls = type(name, (), {"__module__": "torch"})
-        setattr(torch_mod, name, cls)
-        storage_types[name] = cls
-    torch_mod._utils = utils_mod
-    # A failed `import torch` can leave parts of the real package behind: replace them all.
-    for name in [m for m in sys.modules if m == "torch" or m.startswith("torch.")]:
-        del sys.modules[name]
-    sys.modules["torch"] = torch_mod
-    sys.modules["torch._utils"] = utils_mod
-    return storage_types, _rebuild_tensor_v2
-
-
-STORAGE_OF = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage",
-              np.dtype(np.float64): "DoubleStorage", np.dtype(np.float16): "HalfStorage"}
-
-
-class _Storage:
-    def __init__(self, array):
-        self.array = np.ascontiguousarray(array).reshape(-1)
-
-
-class _Tensor:
-    def __init__(self, array, rebuild):
-        self.storage = _Storage(array)
-        self.shape = tuple(array.shape)
-        self.rebuild = rebuild
-
-    def __reduce_ex__(self, proto):
-        stride, acc = [], 1
-        for d in reversed(self.shape):
-            stride.insert(0, acc)
-            acc *= d
-        # torch: (storage, storage_offset, size, stride, requires_grad, backward_hooks)
-        return (self.rebuild, (self.storage, 0, self.shape, tuple(stride), False, collections.OrderedDict()))
-
-
-def _state_dict_object(sd, rebuild, module_versions):
-    od = collections.OrderedDict((k, _Tensor(v, rebuild)) for k, v in sd.items())
-    # nn.Module.state_dict() attaches per-module versions; pickled via OrderedDict's BUILD.
-    od._metadata = module_versions
-    return od
-
-
-def _module_versions(sd):
-    """Like nn.Module.state_dict()'s `_metadata`: one entry per module, BatchNorm at version 2."""
-    meta = collections.OrderedDict([("", {"version": 1})])
-    for k in sd:
-        parts = k.split(".")
-        for n in range(1, len(parts)):
-            meta.setdefault(".".join(parts[:n]), {"version": 1})
-        if parts[-1] == "num_batches_tracked":
-            meta[".".join(parts[:-1])] = {"version": 2}
-    return meta
-
-
-def np_save(sd, path, legacy):
-    storage_types, rebuild = _fake_torch()
-    obj = {"state_dict": _state_dict_object(sd, rebuild, _module_versions(sd))}
-    storages = collections.OrderedDict()
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, o):
-            if not isinstance(o, _Storage):
-                return None
-            stype = storage_types[STORAGE_OF[o.array.dtype]]
-            key = str(id(o)) if legacy else str(len(storages))
-            storages.setdefault(key, o)
-            if legacy:
-                return ("storage", stype, key, "cpu", o.array.size, None)
-            return ("storage", stype, key, "cpu", o.array.size)
-
-    if legacy:
-        with open(path, "wb") as f:
-            pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
-            pickle.dump(1001, f, protocol=2)
-            pickle.dump({"protocol_version": 1001, "little_endian": True,
-                         "type_sizes": {"short": 2, "int": 4, "long": 4}}, f, protocol=2)
-            Pickler(f, protocol=2).dump(obj)
-            keys = sorted(storages)
-            pickle.dump(keys, f, protocol=2)
-            for k in keys:
-                a = storages[k].array
-                f.write(struct.pack("<q", a.size))
-                f.write(a.astype(a.dtype.newbyteorder("<")).tobytes())
-        return
-    buf = io.BytesIO()
-    Pickler(buf, protocol=2).dump(obj)
-    name = os.path.splitext(os.path.basename(path))[0]
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr(f"{name}/data.pkl", buf.getvalue())
-        z.writestr(f"{name}/.format_version", "1")
-        z.writestr(f"{name}/byteorder", "little")
-        for k, s in storages.items():
-            z.writestr(f"{name}/data/{k}", s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
-        z.writestr(f"{name}/version", "3\n")
-
-
-# --------------------------------------------------------------------------------------------
-# torch backend
+# torch modules
 # --------------------------------------------------------------------------------------------
 
 def torch_modules(torch, n_genes, enc_hidden, dec_hidden, latent, dropout, input_dropout):
@@ -318,21 +174,14 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--input-dropout", type=float, default=0.2)
-    ap.add_argument("--backend", choices=["auto", "torch", "numpy"], default="auto")
     args = ap.parse_args()
     hidden = [int(h) for h in args.hidden.split(",")]
     rng = np.random.default_rng(args.seed)
 
-    torch = None
-    if args.backend in ("auto", "torch"):
-        try:
-            import torch  # noqa: F811
-        except Exception as e:  # ImportError, or OSError for missing shared libraries
-            if args.backend == "torch":
-                sys.exit(f"make_scimilarity_ckpt.py: --backend torch but `import torch` fails: {e}")
-            print(f"make_scimilarity_ckpt.py: `import torch` fails ({e}); using the numpy backend",
-                  file=sys.stderr)
-            torch = None
+    try:
+        import torch
+    except Exception as e:  # ImportError, or OSError for missing shared libraries
+        sys.exit(f"make_scimilarity_ckpt.py: `import torch` fails ({e}); run scripts/setup.sh")
 
     genes, cells, x = load_cells(args.h5ad, args.genes, args.cells, rng)
     enc_sd = encoder_state(rng, len(genes), hidden, args.latent)
@@ -348,42 +197,31 @@ def main():
     bad_sd = collections.OrderedDict(enc_sd)
     bad_sd["network.1.2.running_var"] = np.ones(hidden[1] + 1, dtype=np.float32)
 
-    if torch is not None:
-        enc, dec = torch_modules(torch, len(genes), hidden, list(reversed(hidden)), args.latent, args.dropout,
-                                 args.input_dropout)
-        # strict=True: the generated key names must be exactly the modules' (SCimilarity's) keys.
-        enc.load_state_dict({k: torch.from_numpy(v) for k, v in enc_sd.items()}, strict=True)
-        dec.load_state_dict({k: torch.from_numpy(v) for k, v in dec_sd.items()}, strict=True)
-        enc.eval()
-        dec.eval()
-        with torch.no_grad():
-            xt = torch.from_numpy(x)
-            z = enc(xt)
-            x_hat = dec(z)
-        z, x_hat = z.numpy(), x_hat.numpy()
+    enc, dec = torch_modules(torch, len(genes), hidden, list(reversed(hidden)), args.latent, args.dropout,
+                             args.input_dropout)
+    # strict=True: the generated key names must be exactly the modules' (SCimilarity's) keys.
+    enc.load_state_dict({k: torch.from_numpy(v) for k, v in enc_sd.items()}, strict=True)
+    dec.load_state_dict({k: torch.from_numpy(v) for k, v in dec_sd.items()}, strict=True)
+    enc.eval()
+    dec.eval()
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        z = enc(xt)
+        x_hat = dec(z)
+    z, x_hat = z.numpy(), x_hat.numpy()
 
-        def save(sd_or_module, path, legacy=False):
-            sd = sd_or_module.state_dict() if hasattr(sd_or_module, "state_dict") else \
-                collections.OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in sd_or_module.items())
-            torch.save({"state_dict": sd}, path, _use_new_zipfile_serialization=not legacy)
+    def save(sd_or_module, path, legacy=False):
+        sd = sd_or_module.state_dict() if hasattr(sd_or_module, "state_dict") else \
+            collections.OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in sd_or_module.items())
+        torch.save({"state_dict": sd}, path, _use_new_zipfile_serialization=not legacy)
 
-        save(enc, os.path.join(dirs["model"], "encoder.ckpt"))
-        save(dec, os.path.join(dirs["model"], "decoder.ckpt"))
-        save(enc, os.path.join(dirs["legacy"], "encoder.ckpt"), legacy=True)
-        save(dec, os.path.join(dirs["legacy"], "decoder.ckpt"), legacy=True)
-        save(extra_sd, os.path.join(dirs["extra_key"], "encoder.ckpt"))
-        save(bad_sd, os.path.join(dirs["bad_shape"], "encoder.ckpt"))
-        backend = f"torch {torch.__version__}"
-    else:
-        z = np_forward(enc_sd, x, hidden, decoder=False)
-        x_hat = np_forward(dec_sd, z, list(reversed(hidden)), decoder=True)
-        np_save(enc_sd, os.path.join(dirs["model"], "encoder.ckpt"), legacy=False)
-        np_save(dec_sd, os.path.join(dirs["model"], "decoder.ckpt"), legacy=False)
-        np_save(enc_sd, os.path.join(dirs["legacy"], "encoder.ckpt"), legacy=True)
-        np_save(dec_sd, os.path.join(dirs["legacy"], "decoder.ckpt"), legacy=True)
-        np_save(extra_sd, os.path.join(dirs["extra_key"], "encoder.ckpt"), legacy=False)
-        np_save(bad_sd, os.path.join(dirs["bad_shape"], "encoder.ckpt"), legacy=False)
-        backend = "numpy (torch.save format emulated)"
+    save(enc, os.path.join(dirs["model"], "encoder.ckpt"))
+    save(dec, os.path.join(dirs["model"], "decoder.ckpt"))
+    save(enc, os.path.join(dirs["legacy"], "encoder.ckpt"), legacy=True)
+    save(dec, os.path.join(dirs["legacy"], "decoder.ckpt"), legacy=True)
+    save(extra_sd, os.path.join(dirs["extra_key"], "encoder.ckpt"))
+    save(bad_sd, os.path.join(dirs["bad_shape"], "encoder.ckpt"))
+    backend = f"torch {torch.__version__}"
 
     # The folders' other files; the error-case folders reuse the good decoder.
     layer_sizes = {k: list(v.shape) for k, v in enc_sd.items()}

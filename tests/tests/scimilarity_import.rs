@@ -3,10 +3,7 @@
 //! weights, non-trivial BatchNorm statistics) is imported, and scdd's CPU reference encoder and
 //! decoder must reproduce Python's outputs on real PBMC cells to 1e-5. Broken folders must fail
 //! with errors that name the file and the key.
-//!
-//! The script uses PyTorch when `import torch` works and otherwise writes the same files with
-//! CPython's pickler in torch.save's layout (see the script); `SCDD_REQUIRE_TORCH=1` makes the
-//! torch backend mandatory.
+//! The checkpoints are written by real PyTorch (`torch.save`, zip and legacy formats).
 use ndarray::Array2;
 use scdd::scimilarity;
 use scdd_core::bundle::GeneratorBundle;
@@ -43,14 +40,13 @@ fn fixture() -> &'static Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let ws = workspace_root();
-        let backend = if std::env::var("SCDD_REQUIRE_TORCH").is_ok_and(|v| v == "1") { "torch" } else { "auto" };
         let out = Command::new(python())
             .arg(ws.join("tests/py/make_scimilarity_ckpt.py"))
             .arg("--h5ad")
             .arg(ws.join("data/pbmc3k_seurat_labels_clustifyr.h5ad"))
             .arg("--out")
             .arg(&root)
-            .args(["--genes", "300", "--hidden", "64,32", "--latent", "16", "--cells", "8", "--backend", backend])
+            .args(["--genes", "300", "--hidden", "64,32", "--latent", "16", "--cells", "8"])
             .output()
             .expect("running python");
         assert!(
