@@ -602,8 +602,27 @@ fn read_f32_range(ds: &hdf5::Dataset, range: Range<usize>, field: &str) -> Resul
     Ok(arr.into_raw_vec_and_offset().0)
 }
 
-/// Reads `indices[range]` in chunks, refusing negative or > u32 values.
+/// Reads `indices[range]`, refusing negative or > u32 values. 32-bit indices (what anndata
+/// writes) are read in their own type straight into the result (no conversion by HDF5, no
+/// second buffer); wider ones in chunks through `i64`.
 fn read_index_range(ds: &hdf5::Dataset, range: Range<usize>, field: &str) -> Result<Vec<u32>> {
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    match descriptor(ds, field)? {
+        TD::Unsigned(IntSize::U4) => {
+            return Ok(h5(ds.read_slice_1d::<u32, _>(range), field)?.into_raw_vec_and_offset().0);
+        }
+        TD::Integer(IntSize::U4) => {
+            let v = h5(ds.read_slice_1d::<i32, _>(range.clone()), field)?.into_raw_vec_and_offset().0;
+            if let Some(k) = v.iter().position(|&i| i < 0) {
+                bail!("{field}: index {} at position {} is out of range", v[k], range.start + k);
+            }
+            // Same size and alignment: collected in place, without a second buffer.
+            return Ok(v.into_iter().map(|i| i as u32).collect());
+        }
+        _ => {}
+    }
     let mut out = Vec::with_capacity(range.len());
     let mut a = range.start;
     while a < range.end {

@@ -1,8 +1,24 @@
-//! `scdd bench` (being written).
+//! `scdd bench`: benchmarks that print a table (`io`; `train` and others are being written).
+use clap::Subcommand;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub cmd: BenchCmd,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`scdd bench` is not available in this build yet")
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Read + QC + normalize_total + log1p of a generated 100k × 20k .h5ad: scdd against
+    /// anndata + scanpy (time, peak memory, equal values).
+    Io(crate::bench_io::IoArgs),
+    /// Training throughput (being written).
+    Train,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.cmd {
+        BenchCmd::Io(a) => crate::bench_io::run(a),
+        BenchCmd::Train => anyhow::bail!("`scdd bench train` is not available in this build yet"),
+    }
 }
