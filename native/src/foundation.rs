@@ -1,0 +1,527 @@
+//! Training the foundation autoencoder: a SCimilarity-style encoder (genes → hidden → latent,
+//! L2-normalised) and a mirrored decoder with a non-negative output, fitted to log-normalised
+//! cells with AdamW, early stopping on a held-out part, and a reconstruction report.
+use crate::checkpoint::Checkpoint;
+use crate::nn::{from_array, Mode, TchModel};
+use crate::optim::AdamW;
+use crate::train::{holdout_split, Batcher, Outcome, Progress, TrainControl};
+use anyhow::{bail, Context, Result};
+use scdd_core::bundle::GeneratorBundle;
+use scdd_core::graph::{Activation, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
+use scdd_core::matrix::CsrMatrix;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// What the foundation model is and how it is fitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FoundationConfig {
+    /// Encoder hidden sizes (the decoder mirrors them).
+    pub hidden: Vec<usize>,
+    pub latent_dim: usize,
+    /// Dropout on the encoder's input (genes).
+    pub input_dropout: f32,
+    /// Dropout before every other hidden block.
+    pub dropout: f32,
+    /// Decoder output nonlinearity (Softplus: non-negative and smooth).
+    pub output: Activation,
+    /// Extra weight of non-zero entries in the squared error: `(1 + w·[x > 0])·(x̂ − x)²`.
+    /// Counters the pull towards zero of sparse data (0 = plain MSE).
+    pub nonzero_weight: f32,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub max_epochs: usize,
+    /// Stop after this many epochs without improvement of the held-out loss (0 = never).
+    pub patience: usize,
+    /// Fraction of the training cells held out for early stopping and the report.
+    pub val_fraction: f64,
+    /// Multiply the learning rate by this factor after `patience/2` epochs without improvement
+    /// (1 = constant learning rate).
+    pub lr_decay: f64,
+    pub seed: u64,
+}
+
+impl Default for FoundationConfig {
+    fn default() -> Self {
+        FoundationConfig {
+            hidden: vec![1024, 1024],
+            latent_dim: 128,
+            input_dropout: 0.0,
+            dropout: 0.0,
+            output: Activation::Softplus,
+            nonzero_weight: 0.0,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            batch_size: 128,
+            max_epochs: 40,
+            patience: 6,
+            val_fraction: 0.1,
+            lr_decay: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl FoundationConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.latent_dim == 0 {
+            bail!("--latent-dim must be at least 1");
+        }
+        if self.hidden.iter().any(|&h| h == 0) {
+            bail!("--hidden {:?}: layer sizes must be at least 1", self.hidden);
+        }
+        for (name, p) in [("--input-dropout", self.input_dropout), ("--dropout", self.dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                bail!("{name} {p}: must be in [0, 1)");
+            }
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            bail!("--val-fraction {}: must be in [0, 1)", self.val_fraction);
+        }
+        if self.max_epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if !(self.lr > 0.0) {
+            bail!("--lr {}: must be > 0", self.lr);
+        }
+        Ok(())
+    }
+
+    /// The graph of an autoencoder for `n_genes` genes.
+    pub fn graph(&self, n_genes: usize) -> GraphSpec {
+        let encoder = Stack::mlp(
+            "encoder",
+            n_genes,
+            &self.hidden,
+            self.latent_dim,
+            self.input_dropout,
+            self.dropout,
+            vec![Layer::L2Normalize { eps: 1e-12 }],
+        );
+        let rev: Vec<usize> = self.hidden.iter().rev().copied().collect();
+        let tail = if self.output == Activation::Identity { vec![] } else { vec![Layer::Act(self.output)] };
+        let decoder = Stack::mlp("decoder", self.latent_dim, &rev, n_genes, 0.0, self.dropout, tail);
+        GraphSpec {
+            n_genes,
+            latent_dim: self.latent_dim,
+            space: ExpressionSpace::default(),
+            encoder: Some(encoder),
+            decoder,
+            denoiser: None,
+            schedule: NoiseSchedule::default(),
+            task_head: None,
+        }
+    }
+}
+
+/// Log-normalised training cells in the model's gene order.
+pub struct TrainData {
+    pub name: String,
+    pub x: CsrMatrix,
+    pub genes: Vec<String>,
+    /// Class per cell (for a stratified hold-out and the per-class numbers), if a label was given.
+    pub labels: Option<(String, Vec<Option<u32>>, Vec<String>)>,
+}
+
+/// Reconstruction quality on a set of cells.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReconReport {
+    pub cells: usize,
+    /// Mean squared error per entry (log-normalised space).
+    pub mse: f64,
+    /// Mean over cells of the Pearson correlation between a cell and its reconstruction.
+    pub pearson: f64,
+    /// Mean over classes of the Pearson correlation of per-class gene means (reconstructed vs
+    /// real), when labels are known.
+    pub gene_mean_pearson: Option<f64>,
+    /// The same two numbers for the trivial reconstruction "the mean cell of the cell's class"
+    /// (class means taken over the fitting cells): what the autoencoder must beat.
+    pub class_mean_mse: Option<f64>,
+    pub class_mean_pearson: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: Option<f64>,
+    pub val_pearson: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FoundationReport {
+    /// Reconstruction of the held-out cells with the selected (best) weights.
+    pub heldout: ReconReport,
+    /// True when nothing was held out and `heldout` describes training cells.
+    pub on_training_cells: bool,
+    pub n_fit: usize,
+    pub n_heldout: usize,
+    pub n_genes: usize,
+    pub n_params: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    pub steps: u64,
+    pub history: Vec<EpochLog>,
+}
+
+impl FoundationReport {
+    pub fn summary(&self) -> String {
+        let h = &self.heldout;
+        let mut s = format!(
+            "reconstruction on {} {} cells: MSE {:.4}, mean per-cell Pearson {:.4}",
+            h.cells,
+            if self.on_training_cells { "training" } else { "held-out" },
+            h.mse,
+            h.pearson
+        );
+        if let Some(g) = h.gene_mean_pearson {
+            s += &format!(", per-class gene-mean Pearson {g:.4}");
+        }
+        if let (Some(m), Some(p)) = (h.class_mean_mse, h.class_mean_pearson) {
+            s += &format!(" (class-mean cell baseline: MSE {m:.4}, Pearson {p:.4})");
+        }
+        s += &format!(
+            "; {} epochs (best {}{}), {} parameters",
+            self.epochs_run,
+            self.best_epoch,
+            if self.stopped_early { ", stopped early" } else { "" },
+            self.n_params
+        );
+        s
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    loss_sum: f64,
+    loss_n: u64,
+    best_val: Option<f64>,
+    best_epoch: usize,
+    bad_epochs: usize,
+    lr: f64,
+    stopped_early: bool,
+    history: Vec<EpochLog>,
+}
+
+/// Densifies rows of `x` into a (len, n_genes) tensor on `device`.
+pub fn dense_batch(x: &CsrMatrix, rows: &[usize], device: Device) -> Tensor {
+    from_array(&x.dense_rows(rows), device)
+}
+
+fn recon_loss(recon: &Tensor, x: &Tensor, nonzero_weight: f32) -> Tensor {
+    let se = (recon - x).square();
+    if nonzero_weight > 0.0 {
+        let w = x.gt(0.0).to_kind(Kind::Float) * nonzero_weight as f64 + 1.0;
+        (se * w).mean(Kind::Float)
+    } else {
+        se.mean(Kind::Float)
+    }
+}
+
+/// Per-class mean expression over `rows` (dense `[n_classes, n_genes]`).
+fn class_means(x: &CsrMatrix, rows: &[usize], labels: &[Option<u32>], n_classes: usize) -> Vec<Vec<f64>> {
+    let mut sums = vec![vec![0f64; x.n_cols()]; n_classes];
+    let mut counts = vec![0usize; n_classes];
+    for &r in rows {
+        if let Some(c) = labels[r] {
+            counts[c as usize] += 1;
+            let (idx, val) = x.row(r);
+            for (&j, &v) in idx.iter().zip(val) {
+                sums[c as usize][j as usize] += v as f64;
+            }
+        }
+    }
+    for (s, &n) in sums.iter_mut().zip(&counts) {
+        if n > 0 {
+            s.iter_mut().for_each(|v| *v /= n as f64);
+        }
+    }
+    sums
+}
+
+/// Per-row Pearson correlations (rows where either side is constant are dropped).
+fn row_pearsons(a: &Tensor, b: &Tensor) -> Tensor {
+    let ac = a - a.mean_dim(Some([1i64].as_slice()), true, Kind::Float);
+    let bc = b - b.mean_dim(Some([1i64].as_slice()), true, Kind::Float);
+    let num = (&ac * &bc).sum_dim_intlist(Some([1i64].as_slice()), false, Kind::Float);
+    let den = (ac.square().sum_dim_intlist(Some([1i64].as_slice()), false, Kind::Float)
+        * bc.square().sum_dim_intlist(Some([1i64].as_slice()), false, Kind::Float))
+    .sqrt();
+    let r = num / den;
+    r.masked_select(&r.isfinite())
+}
+
+/// Reconstruction metrics of `model` on `rows` of `x` (eval mode). `fit_rows` give the class
+/// means of the baseline.
+pub fn evaluate_reconstruction(
+    model: &TchModel,
+    x: &CsrMatrix,
+    rows: &[usize],
+    labels: Option<&[Option<u32>]>,
+    n_classes: usize,
+    fit_rows: &[usize],
+    nonzero_weight: f32,
+) -> Result<(ReconReport, f64)> {
+    let dev = model.device;
+    let g = x.n_cols();
+    let (mut se, mut loss_sum, mut r_sum, mut r_n) = (0f64, 0f64, 0f64, 0usize);
+    let mut rec_sums = vec![vec![0f64; g]; n_classes];
+    let mut real_sums = vec![vec![0f64; g]; n_classes];
+    let mut class_n = vec![0usize; n_classes];
+    let means = labels.map(|l| class_means(x, fit_rows, l, n_classes));
+    let means_t = means.as_ref().map(|m| {
+        let flat: Vec<f32> = m.iter().flat_map(|r| r.iter().map(|&v| v as f32)).collect();
+        Tensor::from_slice(&flat).reshape([n_classes as i64, g as i64]).to_device(dev)
+    });
+    let (mut base_se, mut base_r_sum, mut base_r_n, mut base_cells) = (0f64, 0f64, 0usize, 0usize);
+    tch::no_grad(|| -> Result<()> {
+        for chunk in rows.chunks(256) {
+            let xb = dense_batch(x, chunk, dev);
+            let z = model.encode_mode(&xb, &mut Mode::Eval)?;
+            let rec = model.decode(&z);
+            se += (&rec - &xb).square().sum(Kind::Double).double_value(&[]);
+            loss_sum += recon_loss(&rec, &xb, nonzero_weight).double_value(&[]) * chunk.len() as f64;
+            let r = row_pearsons(&rec, &xb);
+            r_sum += r.sum(Kind::Double).double_value(&[]);
+            r_n += r.numel();
+            if let (Some(l), Some(mt)) = (labels, &means_t) {
+                let known: Vec<(usize, u32)> = chunk.iter().enumerate().filter_map(|(i, &row)| l[row].map(|c| (i, c))).collect();
+                if !known.is_empty() {
+                    let idx = Tensor::from_slice(&known.iter().map(|&(i, _)| i as i64).collect::<Vec<_>>()).to_device(dev);
+                    let cls = Tensor::from_slice(&known.iter().map(|&(_, c)| c as i64).collect::<Vec<_>>()).to_device(dev);
+                    let xk = xb.index_select(0, &idx);
+                    let rk = rec.index_select(0, &idx);
+                    let base = mt.index_select(0, &cls);
+                    base_se += (&base - &xk).square().sum(Kind::Double).double_value(&[]);
+                    let br = row_pearsons(&base, &xk);
+                    base_r_sum += br.sum(Kind::Double).double_value(&[]);
+                    base_r_n += br.numel();
+                    base_cells += known.len();
+                    // per-class sums for gene means
+                    let n_c = n_classes as i64;
+                    let onehot = cls.one_hot(n_c).to_kind(Kind::Float); // (k, C)
+                    let rs = onehot.tr().matmul(&rk); // (C, G)
+                    let xs = onehot.tr().matmul(&xk);
+                    let rs = crate::nn::to_vec_f32(&rs);
+                    let xs = crate::nn::to_vec_f32(&xs);
+                    for c in 0..n_classes {
+                        for j in 0..g {
+                            rec_sums[c][j] += rs[c * g + j] as f64;
+                            real_sums[c][j] += xs[c * g + j] as f64;
+                        }
+                    }
+                    for &(_, c) in &known {
+                        class_n[c as usize] += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let cells = rows.len();
+    let gene_mean_pearson = labels.map(|_| {
+        let v: Vec<f64> = (0..n_classes)
+            .filter(|&c| class_n[c] > 0)
+            .map(|c| {
+                let a: Vec<f32> = rec_sums[c].iter().map(|&v| v as f32).collect();
+                let b: Vec<f32> = real_sums[c].iter().map(|&v| v as f32).collect();
+                scdd_core::metrics::pearson(&a, &b)
+            })
+            .filter(|v| v.is_finite())
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    });
+    let report = ReconReport {
+        cells,
+        mse: se / (cells.max(1) * g) as f64,
+        pearson: r_sum / r_n.max(1) as f64,
+        gene_mean_pearson,
+        class_mean_mse: labels.map(|_| base_se / (base_cells.max(1) * g) as f64),
+        class_mean_pearson: labels.map(|_| base_r_sum / base_r_n.max(1) as f64),
+    };
+    Ok((report, loss_sum / cells.max(1) as f64))
+}
+
+const TASK: &str = "foundation";
+
+/// Trains the autoencoder. Returns the foundation bundle (encoder + decoder, best held-out
+/// weights) and its report, or [`Outcome::Interrupted`] when `ctl.stop_after` was reached.
+pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainControl) -> Result<Outcome<(GeneratorBundle, FoundationReport)>> {
+    cfg.validate()?;
+    let n = data.x.n_rows();
+    if n == 0 {
+        bail!("{}: the training set is empty (0 cells)", data.name);
+    }
+    let g = data.x.n_cols();
+    if g == 0 {
+        bail!("{}: the training set has no genes", data.name);
+    }
+    let label_ids = data.labels.as_ref().map(|(_, ids, _)| ids.as_slice());
+    let n_classes = data.labels.as_ref().map(|(_, _, c)| c.len()).unwrap_or(0);
+    let (fit, val) = holdout_split(n, label_ids, cfg.val_fraction, cfg.seed);
+    let mut batcher = Batcher::new(fit.len(), cfg.batch_size, cfg.seed).with_context(|| data.name.clone())?;
+    let spe = batcher.steps_per_epoch();
+    let total = spe * cfg.max_epochs as u64;
+    let device = ctl.device;
+    let model = TchModel::init(cfg.graph(g), cfg.seed, device)?;
+    let mut opt = AdamW::new(model.trainable(""), cfg.lr, cfg.weight_decay);
+    let config_json = serde_json::to_string(cfg)?;
+    let mut st = State { lr: cfg.lr, ..Default::default() };
+    let mut best: Option<Vec<(String, Tensor)>> = None;
+    let mut step = 0u64;
+    if ctl.resume {
+        let path = ctl.checkpoint.as_ref().context("--resume needs a checkpoint path")?;
+        let ck = Checkpoint::load(path)?;
+        ck.check(path, TASK, &config_json)?;
+        let all = ck.group("model/", device)?;
+        model.load_values(all.iter())?;
+        opt.load_state(&ck.all(device)?, ck.step)?;
+        let b = ck.group("best/", device)?;
+        if !b.is_empty() {
+            best = Some(b.into_iter().collect());
+        }
+        st = serde_json::from_str(&ck.state).context("checkpoint state")?;
+        opt.lr = st.lr;
+        step = ck.step;
+    }
+    let save = |step: u64, st: &State, opt: &AdamW, best: &Option<Vec<(String, Tensor)>>| -> Result<()> {
+        let Some(path) = &ctl.checkpoint else { return Ok(()) };
+        let mut ck = Checkpoint {
+            task: TASK.into(),
+            config: config_json.clone(),
+            step,
+            state: serde_json::to_string(st)?,
+            tensors: BTreeMap::new(),
+        };
+        for (name, t) in model.state("") {
+            ck.put(format!("model/{name}"), &t)?;
+        }
+        for (name, t) in opt.state() {
+            ck.put(name, t)?;
+        }
+        if let Some(b) = best {
+            for (name, t) in b {
+                ck.put(format!("best/{name}"), t)?;
+            }
+        }
+        ck.save(path)
+    };
+    let progress = Progress::new("foundation", total, step, ctl.progress, "cells");
+    progress.log(&format!(
+        "foundation: {} fitting + {} held-out cells × {g} genes, hidden {:?}, latent {}, {} parameters, {spe} steps/epoch, up to {} epochs on {}",
+        fit.len(),
+        val.len(),
+        cfg.hidden,
+        cfg.latent_dim,
+        model.n_params(""),
+        cfg.max_epochs,
+        crate::device::describe(device)
+    ));
+    let started = Instant::now();
+    let mut cells_done = 0u64;
+    while step < total && !st.stopped_early {
+        let local = batcher.rows(step);
+        let rows: Vec<usize> = local.iter().map(|&i| fit[i]).collect();
+        let xb = dense_batch(&data.x, &rows, device);
+        let mut rng = crate::rng::stream(cfg.seed, "dropout", step);
+        let z = model.encode_mode(&xb, &mut Mode::Train(Some(&mut rng)))?;
+        let rec = model.decode_mode(&z, &mut Mode::Train(Some(&mut rng)));
+        let loss = recon_loss(&rec, &xb, cfg.nonzero_weight);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        step += 1;
+        cells_done += rows.len() as u64;
+        let lv = loss.double_value(&[]);
+        if !lv.is_finite() {
+            bail!("foundation training diverged at step {step} (loss {lv}); try a smaller --lr");
+        }
+        st.loss_sum += lv;
+        st.loss_n += 1;
+        progress.tick(step, cells_done, lv);
+        if step % spe == 0 {
+            let epoch = (step / spe) as usize;
+            let train_loss = st.loss_sum / st.loss_n.max(1) as f64;
+            st.loss_sum = 0.0;
+            st.loss_n = 0;
+            let mut log = EpochLog { epoch, train_loss, val_loss: None, val_pearson: None };
+            if !val.is_empty() {
+                let (rep, vloss) = evaluate_reconstruction(&model, &data.x, &val, None, 0, &fit, cfg.nonzero_weight)?;
+                log.val_loss = Some(vloss);
+                log.val_pearson = Some(rep.pearson);
+                if st.best_val.is_none_or(|b| vloss < b) {
+                    st.best_val = Some(vloss);
+                    st.best_epoch = epoch;
+                    st.bad_epochs = 0;
+                    best = Some(model.snapshot(""));
+                } else {
+                    st.bad_epochs += 1;
+                    if cfg.lr_decay != 1.0 && cfg.patience >= 2 && st.bad_epochs == cfg.patience / 2 {
+                        st.lr *= cfg.lr_decay;
+                        opt.lr = st.lr;
+                    }
+                    if cfg.patience > 0 && st.bad_epochs >= cfg.patience {
+                        st.stopped_early = true;
+                    }
+                }
+            } else {
+                st.best_epoch = epoch;
+            }
+            progress.log(&format!(
+                "epoch {epoch:>3}: train loss {train_loss:.5}{}",
+                match (log.val_loss, log.val_pearson) {
+                    (Some(l), Some(r)) => format!(", held-out loss {l:.5}, Pearson {r:.4}"),
+                    _ => String::new(),
+                }
+            ));
+            st.history.push(log);
+        }
+        if ctl.checkpoint_every > 0 && step % ctl.checkpoint_every == 0 {
+            save(step, &st, &opt, &best)?;
+        }
+        if ctl.stop_after == Some(step) && step < total && !st.stopped_early {
+            save(step, &st, &opt, &best)?;
+            progress.finish();
+            return Ok(Outcome::Interrupted { step });
+        }
+    }
+    progress.finish();
+    if let Some(b) = &best {
+        model.load_values(b.iter().map(|(n, t)| (n, t)))?;
+    }
+    let (eval_rows, on_training) = if val.is_empty() { (fit.clone(), true) } else { (val.clone(), false) };
+    let (heldout, _) = evaluate_reconstruction(&model, &data.x, &eval_rows, label_ids, n_classes, &fit, cfg.nonzero_weight)?;
+    let report = FoundationReport {
+        heldout,
+        on_training_cells: on_training,
+        n_fit: fit.len(),
+        n_heldout: val.len(),
+        n_genes: g,
+        n_params: model.n_params(""),
+        epochs_run: st.history.len(),
+        best_epoch: st.best_epoch,
+        stopped_early: st.stopped_early,
+        steps: step,
+        history: st.history.clone(),
+    };
+    let mut meta = BTreeMap::new();
+    meta.insert("foundation.report".to_string(), serde_json::to_string(&report)?);
+    meta.insert("foundation.config".to_string(), config_json);
+    meta.insert("foundation.train_data".to_string(), data.name.clone());
+    if let Some((col, _, _)) = &data.labels {
+        meta.insert("foundation.label".to_string(), col.clone());
+    }
+    meta.insert("foundation.seconds".to_string(), format!("{:.1}", started.elapsed().as_secs_f64()));
+    meta.insert("foundation.device".to_string(), crate::device::describe(device));
+    meta.insert("scdd_version".to_string(), scdd_core::SCDD_VERSION.to_string());
+    meta.insert("created".to_string(), crate::fsutil::now_rfc3339());
+    let bundle = model.to_bundle(data.genes.clone(), String::new(), Vec::new(), meta)?;
+    Ok(Outcome::Finished((bundle, report)))
+}
+
+/// Metadata keys that change from run to run (times, devices): left out when comparing bundles.
+pub const VOLATILE_METADATA: &[&str] =
+    &["created", "foundation.seconds", "foundation.device", "generator.seconds", "generator.device"];

@@ -1,0 +1,570 @@
+//! SCDG, the single-step conditional diffusion generator (paper §III-B), in the foundation's
+//! latent space: training the x0-predicting denoiser `U(z_t, t, τ(c))` (eq. 3) with an EMA of
+//! its weights, sampling new cells by iterating the reverse process (DDPM posterior with the
+//! predicted `z_0`, DDIM, or one step from noise), and the quality report.
+use crate::checkpoint::Checkpoint;
+use crate::foundation::dense_batch;
+use crate::nn::{init_denoiser, Mode, TchModel};
+use crate::optim::{AdamW, Ema};
+use crate::train::{holdout_split, Batcher, Outcome, Progress, TrainControl};
+use anyhow::{bail, Context, Result};
+use scdd_core::bundle::GeneratorBundle;
+use scdd_core::graph::{DenoiserSpec, NoiseSchedule};
+use scdd_core::matrix::CsrMatrix;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorConfig {
+    /// Denoiser hidden sizes (down path; the up path mirrors all but the last).
+    pub hidden: Vec<usize>,
+    /// Width of the time and class embeddings.
+    pub emb_dim: usize,
+    pub schedule: NoiseSchedule,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub steps: u64,
+    pub ema_decay: f64,
+    /// Fraction of each class held out for the quality report (0 = no report).
+    pub holdout: f64,
+    pub seed: u64,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            hidden: vec![512, 512, 256, 128],
+            emb_dim: 512,
+            schedule: NoiseSchedule::default(),
+            lr: 1e-3,
+            weight_decay: 0.0,
+            batch_size: 256,
+            steps: 4000,
+            ema_decay: 0.999,
+            holdout: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl GeneratorConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h == 0) {
+            bail!("--hidden {:?}: need at least one layer, sizes >= 1", self.hidden);
+        }
+        if self.emb_dim == 0 || self.emb_dim % 2 != 0 {
+            bail!("--emb-dim {}: must be even and >= 2", self.emb_dim);
+        }
+        self.schedule.validate().context("noise schedule")?;
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            bail!("--ema-decay {}: must be in [0, 1)", self.ema_decay);
+        }
+        if !(0.0..1.0).contains(&self.holdout) {
+            bail!("--holdout {}: must be in [0, 1)", self.holdout);
+        }
+        Ok(())
+    }
+}
+
+/// Labelled, log-normalised cells aligned to the foundation's genes.
+pub struct GenData {
+    pub name: String,
+    pub x: CsrMatrix,
+    pub label_column: String,
+    /// Class per cell (cells without a label are not used).
+    pub labels: Vec<Option<u32>>,
+    pub classes: Vec<String>,
+}
+
+/// `√ᾱ_t` and `√(1 − ᾱ_t)` for `t = 0..=T`, f32, on `device`.
+pub struct ScheduleTables {
+    pub alpha_bar: Vec<f64>,
+    pub sqrt_ab: Tensor,
+    pub sqrt_1m_ab: Tensor,
+}
+
+impl ScheduleTables {
+    pub fn new(s: &NoiseSchedule, device: Device) -> Self {
+        let ab = s.alpha_bars();
+        let a: Vec<f32> = ab.iter().map(|v| v.sqrt() as f32).collect();
+        let b: Vec<f32> = ab.iter().map(|v| (1.0 - v).sqrt() as f32).collect();
+        ScheduleTables { alpha_bar: ab, sqrt_ab: Tensor::from_slice(&a).to_device(device), sqrt_1m_ab: Tensor::from_slice(&b).to_device(device) }
+    }
+}
+
+/// Encodes `rows` of `x` (eval mode) into latents `[rows, L]` on the model's device.
+pub fn encode_rows(model: &TchModel, x: &CsrMatrix, rows: &[usize]) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for chunk in rows.chunks(512) {
+            let xb = dense_batch(x, chunk, model.device);
+            parts.push(model.encode_mode(&xb, &mut Mode::Eval)?);
+        }
+        Ok(())
+    })?;
+    if parts.is_empty() {
+        return Ok(Tensor::zeros([0, model.spec.latent_dim as i64], (Kind::Float, model.device)));
+    }
+    Ok(Tensor::cat(&parts, 0))
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    loss_sum: f64,
+    loss_n: u64,
+    history: Vec<(u64, f64)>,
+}
+
+const TASK: &str = "generator";
+
+/// Trains the denoiser on the foundation's latents of `data`. The foundation bundle must have
+/// an encoder. Returns the generator bundle (EMA weights; encoder kept unless `keep_encoder`
+/// is false) and the quality report (None when nothing was held out).
+pub fn train_generator(
+    foundation: &GeneratorBundle,
+    data: &GenData,
+    cfg: &GeneratorConfig,
+    ctl: &TrainControl,
+    keep_encoder: bool,
+) -> Result<Outcome<(GeneratorBundle, Option<QualityReport>)>> {
+    cfg.validate()?;
+    if foundation.spec.encoder.is_none() {
+        bail!("the foundation bundle has no encoder; train-generator needs one to embed the training cells");
+    }
+    if data.x.n_cols() != foundation.genes.len() {
+        bail!("{}: {} genes, the foundation has {}; align the data first", data.name, data.x.n_cols(), foundation.genes.len());
+    }
+    if data.classes.len() < 2 {
+        bail!(
+            "{}: obs/{} has {} class(es) ({}); a conditional generator needs at least two",
+            data.name,
+            data.label_column,
+            data.classes.len(),
+            data.classes.join(", ")
+        );
+    }
+    let labelled: Vec<usize> = (0..data.labels.len()).filter(|&i| data.labels[i].is_some()).collect();
+    if labelled.is_empty() {
+        bail!("{}: no cell has a label in obs/{}; the training set is empty", data.name, data.label_column);
+    }
+    let sub_labels: Vec<Option<u32>> = labelled.iter().map(|&i| data.labels[i]).collect();
+    let (fit_l, held_l) = holdout_split(labelled.len(), Some(&sub_labels), cfg.holdout, cfg.seed);
+    let fit: Vec<usize> = fit_l.iter().map(|&i| labelled[i]).collect();
+    let held: Vec<usize> = held_l.iter().map(|&i| labelled[i]).collect();
+    let device = ctl.device;
+
+    let mut spec = foundation.spec.clone();
+    let dspec = DenoiserSpec {
+        latent_dim: spec.latent_dim,
+        hidden: cfg.hidden.clone(),
+        emb_dim: cfg.emb_dim,
+        n_classes: data.classes.len(),
+        norm_eps: 1e-5,
+    };
+    spec.denoiser = Some(dspec.clone());
+    spec.schedule = cfg.schedule.clone();
+    let mut tensors = foundation.tensors.clone();
+    tensors.extend(init_denoiser(&dspec, cfg.seed));
+    let mut model = TchModel::new(spec, &tensors, device)?;
+    model.freeze();
+    model.set_trainable("denoiser.", true);
+
+    let started = Instant::now();
+    let z_all = encode_rows(&model, &data.x, &fit)?;
+    let cls_all = Tensor::from_slice(&fit.iter().map(|&i| data.labels[i].unwrap() as i64).collect::<Vec<_>>()).to_device(device);
+    let tables = ScheduleTables::new(&cfg.schedule, device);
+    let mut batcher = Batcher::new(fit.len(), cfg.batch_size, cfg.seed).with_context(|| data.name.clone())?;
+    let params = model.trainable("denoiser.");
+    let mut opt = AdamW::new(params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), cfg.lr, cfg.weight_decay);
+    let mut ema = Ema::new(&params, cfg.ema_decay);
+    let config_json = serde_json::to_string(cfg)?;
+    let mut st = State::default();
+    let mut step = 0u64;
+    if ctl.resume {
+        let path = ctl.checkpoint.as_ref().context("--resume needs a checkpoint path")?;
+        let ck = Checkpoint::load(path)?;
+        ck.check(path, TASK, &config_json)?;
+        model.load_values(ck.group("model/", device)?.iter())?;
+        let all = ck.all(device)?;
+        opt.load_state(&all, ck.step)?;
+        ema.load(&all, ck.step)?;
+        st = serde_json::from_str(&ck.state).context("checkpoint state")?;
+        step = ck.step;
+    }
+    let save = |step: u64, st: &State, opt: &AdamW, ema: &Ema| -> Result<()> {
+        let Some(path) = &ctl.checkpoint else { return Ok(()) };
+        let mut ck = Checkpoint { task: TASK.into(), config: config_json.clone(), step, state: serde_json::to_string(st)?, tensors: BTreeMap::new() };
+        for (name, t) in model.state("denoiser.") {
+            ck.put(format!("model/{name}"), &t)?;
+        }
+        for (name, t) in opt.state() {
+            ck.put(name, t)?;
+        }
+        for (name, t) in ema.shadow() {
+            ck.put(format!("ema/{name}"), t)?;
+        }
+        ck.save(path)
+    };
+    let progress = Progress::new("generator", cfg.steps, step, ctl.progress, "cells");
+    progress.log(&format!(
+        "generator: {} cells ({} held out) of {} classes, denoiser {:?} emb {}, {} parameters, T = {}, {} steps on {}",
+        fit.len(),
+        held.len(),
+        data.classes.len(),
+        cfg.hidden,
+        cfg.emb_dim,
+        model.n_params("denoiser."),
+        cfg.schedule.steps,
+        cfg.steps,
+        crate::device::describe(device)
+    ));
+    let big_t = cfg.schedule.steps;
+    let latent = model.spec.latent_dim;
+    let mut done = 0u64;
+    let log_every = (cfg.steps / 10).max(1);
+    while step < cfg.steps {
+        let rows = batcher.rows(step);
+        let b = rows.len();
+        let idx = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(device);
+        let z0 = z_all.index_select(0, &idx);
+        let c = cls_all.index_select(0, &idx);
+        let mut rng = crate::rng::stream(cfg.seed, "diffusion", step);
+        let ts: Vec<i64> = (0..b).map(|_| 1 + (rand::Rng::gen_range(&mut rng, 0..big_t)) as i64).collect();
+        let eps = crate::rng::normals(&mut rng, b * latent);
+        let t = Tensor::from_slice(&ts).to_device(device);
+        let eps = Tensor::from_slice(&eps).reshape([b as i64, latent as i64]).to_device(device);
+        let a = tables.sqrt_ab.index_select(0, &t).unsqueeze(1);
+        let s = tables.sqrt_1m_ab.index_select(0, &t).unsqueeze(1);
+        let zt = &z0 * a + eps * s;
+        let pred = model.denoise(&zt, &t, &c)?;
+        let loss = (pred - &z0).square().mean(Kind::Float);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        ema.update(opt.params());
+        step += 1;
+        done += b as u64;
+        let lv = loss.double_value(&[]);
+        if !lv.is_finite() {
+            bail!("generator training diverged at step {step} (loss {lv}); try a smaller --lr");
+        }
+        st.loss_sum += lv;
+        st.loss_n += 1;
+        progress.tick(step, done, lv);
+        if step % log_every == 0 || step == cfg.steps {
+            let mean = st.loss_sum / st.loss_n.max(1) as f64;
+            st.history.push((step, mean));
+            st.loss_sum = 0.0;
+            st.loss_n = 0;
+            progress.log(&format!("step {step:>6}: denoising loss {mean:.6}"));
+        }
+        if ctl.checkpoint_every > 0 && step % ctl.checkpoint_every == 0 {
+            save(step, &st, &opt, &ema)?;
+        }
+        if ctl.stop_after == Some(step) && step < cfg.steps {
+            save(step, &st, &opt, &ema)?;
+            progress.finish();
+            return Ok(Outcome::Interrupted { step });
+        }
+    }
+    progress.finish();
+    // The bundle carries the EMA weights.
+    model.load_values(ema.shadow().iter().map(|(n, t)| (n, t)))?;
+    let train_secs = started.elapsed().as_secs_f64();
+    let report = if held.is_empty() {
+        None
+    } else {
+        Some(quality_report(&model, data, &fit, &held, &Sampler::default(), cfg.seed)?)
+    };
+    let mut meta = foundation.metadata.clone();
+    meta.insert("generator.config".into(), config_json);
+    meta.insert("generator.train_data".into(), data.name.clone());
+    meta.insert("generator.loss_history".into(), serde_json::to_string(&st.history)?);
+    meta.insert("generator.seconds".into(), format!("{train_secs:.1}"));
+    meta.insert("generator.device".into(), crate::device::describe(device));
+    if let Some(r) = &report {
+        meta.insert("generator.report".into(), serde_json::to_string(r)?);
+    }
+    meta.insert("created".into(), crate::fsutil::now_rfc3339());
+    meta.insert("scdd_version".into(), scdd_core::SCDD_VERSION.to_string());
+    let bundle = model.to_bundle(foundation.genes.clone(), data.label_column.clone(), data.classes.clone(), meta)?;
+    let bundle = if keep_encoder { bundle } else { bundle.without_encoder() };
+    Ok(Outcome::Finished((bundle, report)))
+}
+
+// ------------------------------------------------------------------------------------------
+// Sampling
+// ------------------------------------------------------------------------------------------
+
+/// How latents are drawn from the generator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Sampler {
+    /// The full ancestral chain `t = T..1`: `z_{t−1} ~ q(z_{t−1} | z_t, ẑ_0)` with the
+    /// denoiser's `ẑ_0` (DDPM posterior), output `ẑ_0` at `t = 1`.
+    Ddpm,
+    /// Deterministic DDIM (η = 0) over `steps` timesteps evenly spaced from T to 1.
+    Ddim { steps: u32 },
+    /// One denoising step from pure noise at timestep `t`: `ẑ_0 = U(ε, t, τ(c))`.
+    SingleStep { t: u32 },
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Sampler::Ddim { steps: 50 }
+    }
+}
+
+impl std::fmt::Display for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sampler::Ddpm => write!(f, "DDPM ancestral sampling (all T steps, x0-parameterised posterior)"),
+            Sampler::Ddim { steps } => write!(f, "DDIM (eta = 0), {steps} steps"),
+            Sampler::SingleStep { t } => write!(f, "single denoising step from noise at t = {t}"),
+        }
+    }
+}
+
+/// Draws latents `ẑ_0` for the given class ids with `sampler`; all noise from the seeded
+/// stream `(seed, "sample", chunk)`, so the result does not depend on the device.
+pub fn sample_latents(model: &TchModel, classes: &[u32], sampler: &Sampler, seed: u64) -> Result<Tensor> {
+    let d = model.denoiser_spec()?;
+    let s = &model.spec.schedule;
+    let big_t = s.steps;
+    if let Some(&c) = classes.iter().find(|&&c| c as usize >= d.n_classes) {
+        bail!("class id {c} but the generator has {} classes", d.n_classes);
+    }
+    match sampler {
+        Sampler::SingleStep { t } if *t < 1 || *t > big_t => bail!("--single-step {t}: must be in 1..={big_t}"),
+        Sampler::Ddim { steps } if *steps == 0 => bail!("--steps must be at least 1"),
+        _ => {}
+    }
+    let dev = model.device;
+    let l = d.latent_dim;
+    let ab = s.alpha_bars();
+    let mut out = Vec::new();
+    for (ci, chunk) in classes.chunks(4096).enumerate() {
+        let n = chunk.len() as i64;
+        let mut rng = crate::rng::stream(seed, "sample", ci as u64);
+        let noise = |rng: &mut rand_chacha::ChaCha8Rng| {
+            Tensor::from_slice(&crate::rng::normals(rng, chunk.len() * l)).reshape([n, l as i64]).to_device(dev)
+        };
+        let cls = Tensor::from_slice(&chunk.iter().map(|&c| c as i64).collect::<Vec<_>>()).to_device(dev);
+        let tvec = |t: u32| Tensor::full([n], t as i64, (Kind::Int64, dev));
+        let z0 = tch::no_grad(|| -> Result<Tensor> {
+            let mut z = noise(&mut rng);
+            match sampler {
+                Sampler::SingleStep { t } => model.denoise(&z, &tvec(*t), &cls),
+                Sampler::Ddpm => {
+                    let mut x0 = z.shallow_clone();
+                    for t in (1..=big_t).rev() {
+                        x0 = model.denoise(&z, &tvec(t), &cls)?;
+                        if t == 1 {
+                            break;
+                        }
+                        let beta = s.beta(t);
+                        let (ab_t, ab_prev) = (ab[t as usize], ab[t as usize - 1]);
+                        let c0 = ab_prev.sqrt() * beta / (1.0 - ab_t);
+                        let ct = (1.0 - beta).sqrt() * (1.0 - ab_prev) / (1.0 - ab_t);
+                        let var = beta * (1.0 - ab_prev) / (1.0 - ab_t);
+                        z = &x0 * c0 + &z * ct + noise(&mut rng) * var.sqrt();
+                    }
+                    Ok(x0)
+                }
+                Sampler::Ddim { steps } => {
+                    let k = (*steps).min(big_t);
+                    let mut ts: Vec<u32> = (0..k)
+                        .map(|i| {
+                            let f = if k == 1 { 0.0 } else { i as f64 / (k - 1) as f64 };
+                            (big_t as f64 - f * (big_t - 1) as f64).round() as u32
+                        })
+                        .collect();
+                    ts.dedup();
+                    let mut x0 = z.shallow_clone();
+                    for (i, &t) in ts.iter().enumerate() {
+                        x0 = model.denoise(&z, &tvec(t), &cls)?;
+                        let Some(&next) = ts.get(i + 1) else { break };
+                        let (ab_t, ab_n) = (ab[t as usize], ab[next as usize]);
+                        let eps = (&z - &x0 * ab_t.sqrt()) / (1.0 - ab_t).sqrt();
+                        z = &x0 * ab_n.sqrt() + eps * (1.0 - ab_n).sqrt();
+                    }
+                    Ok(x0)
+                }
+            }
+        })?;
+        out.push(z0);
+    }
+    if out.is_empty() {
+        return Ok(Tensor::zeros([0, l as i64], (Kind::Float, dev)));
+    }
+    Ok(Tensor::cat(&out, 0))
+}
+
+/// Samples cells: latents by `sampler`, decoded to log-normalised expression `[n, genes]`.
+pub fn sample_cells(model: &TchModel, classes: &[u32], sampler: &Sampler, seed: u64) -> Result<Tensor> {
+    let z = sample_latents(model, classes, sampler, seed)?;
+    Ok(tch::no_grad(|| model.decode(&z)))
+}
+
+// ------------------------------------------------------------------------------------------
+// Quality report
+// ------------------------------------------------------------------------------------------
+
+/// Per-class agreement between sets of cells and real held-out cells of that class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassQuality {
+    pub class: String,
+    /// Held-out real cells (each compared set has this many cells).
+    pub n: usize,
+    /// MMD² between generated cells and the held-out cells.
+    pub mmd_generated: f64,
+    /// MMD² between decoded latents of the held-out cells, D(E(x)), and the held-out cells:
+    /// the autoencoder's own ceiling.
+    pub mmd_decoded: f64,
+    /// MMD² between real training cells of the class and the held-out cells: the sampling
+    /// noise floor.
+    pub mmd_real: f64,
+    /// Pearson correlation of gene means with the held-out cells (log-normalised space).
+    pub pearson_generated: f64,
+    pub pearson_decoded: f64,
+    pub pearson_real: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityReport {
+    /// How MMD is computed.
+    pub mmd_space: String,
+    pub sigma: f64,
+    pub sampler: String,
+    pub classes: Vec<ClassQuality>,
+    /// Unweighted means over classes.
+    pub mean: ClassQuality,
+}
+
+impl QualityReport {
+    pub fn table(&self) -> String {
+        let w = self.classes.iter().map(|c| c.class.len()).max().unwrap_or(5).clamp(5, 28);
+        let mut s = format!(
+            "{:<w$} {:>5}  {:>9} {:>9} {:>9}  {:>8} {:>8} {:>8}\n",
+            "class", "n", "MMD² gen", "MMD² dec", "MMD² real", "r gen", "r dec", "r real"
+        );
+        for c in self.classes.iter().chain(std::iter::once(&self.mean)) {
+            let name: String = c.class.chars().take(w).collect();
+            s += &format!(
+                "{:<w$} {:>5}  {:>9.5} {:>9.5} {:>9.5}  {:>8.4} {:>8.4} {:>8.4}\n",
+                name, c.n, c.mmd_generated, c.mmd_decoded, c.mmd_real, c.pearson_generated, c.pearson_decoded, c.pearson_real
+            );
+        }
+        s += &format!(
+            "MMD²: RBF kernel in {} (σ = {:.3}); r: Pearson of per-gene means vs held-out cells (log-normalised).\n\
+             gen = {}; dec = decoded real latents D(E(x)) (the autoencoder's ceiling); real = real training cells (sampling noise floor).",
+            self.mmd_space, self.sigma, self.sampler
+        );
+        s
+    }
+}
+
+/// PCA of `x` (rows = cells): (mean `[G]`, components `[k, G]`), fitted with an SVD on at most
+/// 2000 rows.
+fn pca(x: &Tensor, k: usize) -> (Tensor, Tensor) {
+    let mean = x.mean_dim(Some([0i64].as_slice()), true, Kind::Float);
+    let xc = x - &mean;
+    // torch.svd(some=True): V is [G, min(n, G)], columns = right singular vectors.
+    let (_, _, v) = xc.svd(true, true);
+    let k = (k as i64).min(v.size()[1]);
+    (mean, v.narrow(1, 0, k).tr().contiguous())
+}
+
+fn project(x: &Tensor, pca: &(Tensor, Tensor)) -> ndarray::Array2<f32> {
+    crate::nn::to_array(&(x - &pca.0).matmul(&pca.1.tr()))
+}
+
+/// Compares, per class, generated cells, decoded real latents and real training cells against
+/// the held-out cells: MMD² in a 50-d PCA space fitted on training cells, Pearson of gene means.
+pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[usize], sampler: &Sampler, seed: u64) -> Result<QualityReport> {
+    let dev = model.device;
+    let n_classes = data.classes.len();
+    let mut by_class_held: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
+    let mut by_class_fit: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
+    for &r in held {
+        by_class_held[data.labels[r].unwrap() as usize].push(r);
+    }
+    for &r in fit {
+        by_class_fit[data.labels[r].unwrap() as usize].push(r);
+    }
+    // PCA on up to 2000 training cells (seeded subsample).
+    let mut pool = fit.to_vec();
+    if pool.len() > 2000 {
+        let perm = crate::rng::permutation(&mut crate::rng::stream(seed, "pca", 0), pool.len());
+        pool = perm[..2000].iter().map(|&i| fit[i]).collect();
+    }
+    let pca_fit = tch::no_grad(|| pca(&dense_batch(&data.x, &pool, dev), 50));
+    let held_all = tch::no_grad(|| project(&dense_batch(&data.x, held, dev), &pca_fit));
+    let sigma = scdd_core::metrics::median_distance(held_all.view());
+    let mut rows = Vec::new();
+    for c in 0..n_classes {
+        let h = &by_class_held[c];
+        if h.is_empty() {
+            continue;
+        }
+        let n = h.len();
+        let real_x = dense_batch(&data.x, h, dev);
+        let gen_x = sample_cells(model, &vec![c as u32; n], sampler, crate::rng::derive(seed, "report", c as u64))?;
+        let dec_x = tch::no_grad(|| -> Result<Tensor> {
+            let z = model.encode_mode(&real_x, &mut Mode::Eval)?;
+            Ok(model.decode(&z))
+        })?;
+        // real training cells of the class, n of them (with repetition if the class is small)
+        let f = &by_class_fit[c];
+        let mut rng = crate::rng::stream(seed, "report-real", c as u64);
+        let pick: Vec<usize> = if f.is_empty() {
+            Vec::new()
+        } else {
+            let perm = crate::rng::permutation(&mut rng, f.len());
+            (0..n).map(|i| f[perm[i % f.len()]]).collect()
+        };
+        let tr_x = dense_batch(&data.x, &pick, dev);
+        let arr = |t: &Tensor| crate::nn::to_array(t);
+        let (real_a, gen_a, dec_a, tr_a) = (arr(&real_x), arr(&gen_x), arr(&dec_x), arr(&tr_x));
+        let p = |t: &Tensor| tch::no_grad(|| project(t, &pca_fit));
+        let (real_p, gen_p, dec_p, tr_p) = (p(&real_x), p(&gen_x), p(&dec_x), p(&tr_x));
+        use scdd_core::metrics::{mean_pearson, mmd_rbf};
+        let nan_if_empty = |a: &ndarray::Array2<f32>, v: f64| if a.nrows() == 0 { f64::NAN } else { v };
+        rows.push(ClassQuality {
+            class: data.classes[c].clone(),
+            n,
+            mmd_generated: mmd_rbf(gen_p.view(), real_p.view(), sigma),
+            mmd_decoded: mmd_rbf(dec_p.view(), real_p.view(), sigma),
+            mmd_real: nan_if_empty(&tr_a, mmd_rbf(tr_p.view(), real_p.view(), sigma)),
+            pearson_generated: mean_pearson(gen_a.view(), real_a.view()),
+            pearson_decoded: mean_pearson(dec_a.view(), real_a.view()),
+            pearson_real: nan_if_empty(&tr_a, mean_pearson(tr_a.view(), real_a.view())),
+        });
+    }
+    let avg = |f: &dyn Fn(&ClassQuality) -> f64| {
+        let v: Vec<f64> = rows.iter().map(f).filter(|v| v.is_finite()).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let mean = ClassQuality {
+        class: "mean".into(),
+        n: rows.iter().map(|r| r.n).sum(),
+        mmd_generated: avg(&|r| r.mmd_generated),
+        mmd_decoded: avg(&|r| r.mmd_decoded),
+        mmd_real: avg(&|r| r.mmd_real),
+        pearson_generated: avg(&|r| r.pearson_generated),
+        pearson_decoded: avg(&|r| r.pearson_decoded),
+        pearson_real: avg(&|r| r.pearson_real),
+    };
+    Ok(QualityReport {
+        mmd_space: "the first 50 principal components of log-normalised expression (PCA fitted on training cells)".into(),
+        sigma,
+        sampler: sampler.to_string(),
+        classes: rows,
+        mean,
+    })
+}

@@ -1,0 +1,556 @@
+//! tch networks built from the graph spec ([`scdd_core::graph`]).
+//!
+//! [`TchModel`] holds one [`nn::VarStore`] whose variable names are exactly the names
+//! [`GraphSpec::params`] lists (`encoder.1.weight`, `denoiser.down.0.norm.bias`, ...), so a
+//! bundle's tensors load by name and export is "iterate `params()` and copy". The forward pass
+//! follows [`scdd_core::reference::CpuModel`] layer by layer (same sinusoid, same block order);
+//! the CPU reference is the definition of what the numbers mean and the tests hold this module
+//! to it within 1e-4.
+//!
+//! # For distillation
+//!
+//! ```ignore
+//! let mut m = TchModel::from_bundle(&bundle, device)?;   // needs the encoder for E(x)
+//! m.freeze();                                           // U, D, E fixed: only Z is optimised
+//! let feats = m.encode(&x_real, false)?;                // (B, L), L2-normalised
+//! let z = Tensor::zeros([n, l], (Kind::Float, device)).set_requires_grad(true);
+//! let t = Tensor::full([n], t0 as i64, (Kind::Int64, device));
+//! let cells = m.generate(&z, &t, &class_ids)?;           // D(U(z, t, τ(c))), grads reach z
+//! ```
+//! `encode`/`decode`/`denoise`/`generate` use inference semantics (BatchNorm running
+//! statistics, no dropout) and are differentiable with respect to their inputs.
+//! [`TchModel::encode_mode`]/[`TchModel::decode_mode`] with [`Mode::Train`] are what the
+//! trainers use. Tensors are f32; `t` may be any numeric kind (integer timesteps); `classes`
+//! must be Int64 class ids `< n_classes` (checked by [`TchModel::check_classes`]).
+use anyhow::{anyhow, bail, Context, Result};
+use rand::RngCore;
+use rand_chacha::ChaCha8Rng;
+use scdd_core::bundle::GeneratorBundle;
+use scdd_core::graph::{layer_param, Activation, DenoiserSpec, GraphSpec, Layer, Stack};
+use scdd_core::tensor::Tensor as CoreTensor;
+use std::collections::{BTreeMap, HashMap};
+use tch::{nn, Device, Kind, Tensor};
+
+/// Forward-pass semantics.
+pub enum Mode<'a> {
+    /// Inference: BatchNorm uses running statistics, dropout is the identity.
+    Eval,
+    /// Training: BatchNorm normalises with batch statistics and updates its running statistics
+    /// (momentum 0.1, as PyTorch), dropout is active. Masks come from the given seeded stream,
+    /// or from torch's global generator when `None`.
+    Train(Option<&'a mut ChaCha8Rng>),
+}
+
+impl Mode<'_> {
+    fn training(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
+/// A graph spec with its parameters in a tch `VarStore` on one device.
+pub struct TchModel {
+    pub vs: nn::VarStore,
+    pub spec: GraphSpec,
+    pub device: Device,
+    /// Shallow handles to the VarStore's variables, by full parameter name.
+    params: HashMap<String, Tensor>,
+}
+
+/// BatchNorm running statistics are buffers, not trainable parameters.
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with(".running_mean") || name.ends_with(".running_var")
+}
+
+/// A core tensor as a tch tensor on `device` (f32).
+pub fn from_core(t: &CoreTensor, device: Device) -> Result<Tensor> {
+    let v = t.to_f32()?;
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    Ok(Tensor::from_slice(&v).reshape(&shape).to_device(device))
+}
+
+/// A tch tensor (any device, any float kind) as a core f32 tensor.
+pub fn to_core(t: &Tensor) -> Result<CoreTensor> {
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let v = to_vec_f32(t);
+    Ok(CoreTensor::from_f32(shape, &v)?)
+}
+
+/// All elements as a Vec<f32> (row-major).
+pub fn to_vec_f32(t: &Tensor) -> Vec<f32> {
+    let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+    let n = flat.numel();
+    let mut v = vec![0f32; n];
+    flat.copy_data(&mut v, n);
+    v
+}
+
+/// A dense ndarray matrix as a tch tensor on `device`.
+pub fn from_array(a: &ndarray::Array2<f32>, device: Device) -> Tensor {
+    let (r, c) = a.dim();
+    let t = match a.as_slice() {
+        Some(s) => Tensor::from_slice(s),
+        None => Tensor::from_slice(&a.iter().copied().collect::<Vec<_>>()),
+    };
+    t.reshape([r as i64, c as i64]).to_device(device)
+}
+
+/// A 2-D tch tensor as an ndarray matrix.
+pub fn to_array(t: &Tensor) -> ndarray::Array2<f32> {
+    let s = t.size();
+    assert_eq!(s.len(), 2, "to_array needs a 2-D tensor, got {s:?}");
+    ndarray::Array2::from_shape_vec((s[0] as usize, s[1] as usize), to_vec_f32(t)).expect("shape")
+}
+
+// ------------------------------------------------------------------------------------------
+// Initialisation (PyTorch defaults, drawn from a seeded Rust stream)
+// ------------------------------------------------------------------------------------------
+
+fn linear_init(rng: &mut ChaCha8Rng, out: &mut BTreeMap<String, CoreTensor>, w: String, b: Option<String>, o: usize, i: usize) {
+    // nn.Linear: kaiming_uniform(a=√5) on the weight = U(−1/√in, 1/√in); same bound for the bias.
+    let bound = 1.0 / (i.max(1) as f32).sqrt();
+    let wv = crate::rng::uniforms(rng, o * i, -bound, bound);
+    out.insert(w, CoreTensor::from_f32(vec![o, i], &wv).expect("shape"));
+    if let Some(b) = b {
+        let bv = crate::rng::uniforms(rng, o, -bound, bound);
+        out.insert(b, CoreTensor::from_f32(vec![o], &bv).expect("shape"));
+    }
+}
+
+fn constant(out: &mut BTreeMap<String, CoreTensor>, name: String, n: usize, v: f32) {
+    out.insert(name, CoreTensor::from_f32(vec![n], &vec![v; n]).expect("shape"));
+}
+
+/// Fresh parameters for a stack (Linear: PyTorch's default uniform; BatchNorm/LayerNorm:
+/// weight 1, bias 0, running mean 0, running var 1; PReLU 0.25).
+pub fn init_stack(stack: &Stack, seed: u64) -> BTreeMap<String, CoreTensor> {
+    let mut rng = crate::rng::stream(seed, &format!("init/{}", stack.prefix), 0);
+    let mut out = BTreeMap::new();
+    for (k, l) in stack.layers.iter().enumerate() {
+        let n = |p: &str| layer_param(&stack.prefix, k, p);
+        match *l {
+            Layer::Linear { in_dim, out_dim, bias } => {
+                linear_init(&mut rng, &mut out, n("weight"), bias.then(|| n("bias")), out_dim, in_dim)
+            }
+            Layer::BatchNorm1d { dim, .. } => {
+                constant(&mut out, n("weight"), dim, 1.0);
+                constant(&mut out, n("bias"), dim, 0.0);
+                constant(&mut out, n("running_mean"), dim, 0.0);
+                constant(&mut out, n("running_var"), dim, 1.0);
+            }
+            Layer::LayerNorm { dim, .. } => {
+                constant(&mut out, n("weight"), dim, 1.0);
+                constant(&mut out, n("bias"), dim, 0.0);
+            }
+            Layer::PRelu { num_parameters } => constant(&mut out, n("weight"), num_parameters, 0.25),
+            Layer::Act(_) | Layer::Dropout { .. } | Layer::L2Normalize { .. } => {}
+        }
+    }
+    out
+}
+
+/// Fresh denoiser parameters (linears as PyTorch, class table N(0, 1) as `nn.Embedding`,
+/// LayerNorm weight 1 / bias 0).
+pub fn init_denoiser(d: &DenoiserSpec, seed: u64) -> BTreeMap<String, CoreTensor> {
+    let mut rng = crate::rng::stream(seed, "init/denoiser", 0);
+    let mut out = BTreeMap::new();
+    for (name, shape) in d.params() {
+        if name.ends_with(".norm.weight") {
+            constant(&mut out, name, shape[0], 1.0);
+        } else if name.ends_with(".norm.bias") {
+            constant(&mut out, name, shape[0], 0.0);
+        } else if name.ends_with("class_table") {
+            let v = crate::rng::normals(&mut rng, shape[0] * shape[1]);
+            out.insert(name, CoreTensor::from_f32(shape, &v).expect("shape"));
+        } else if name.ends_with(".weight") {
+            let bias = name.trim_end_matches(".weight").to_string() + ".bias";
+            linear_init(&mut rng, &mut out, name, Some(bias), shape[0], shape[1]);
+        }
+        // biases are drawn together with their weights
+    }
+    out
+}
+
+/// Fresh parameters for every part of `spec` (each part from its own seeded stream, so adding a
+/// denoiser does not change the encoder's initial weights).
+pub fn init_params(spec: &GraphSpec, seed: u64) -> BTreeMap<String, CoreTensor> {
+    let mut out = BTreeMap::new();
+    if let Some(e) = &spec.encoder {
+        out.extend(init_stack(e, seed));
+    }
+    out.extend(init_stack(&spec.decoder, seed));
+    if let Some(d) = &spec.denoiser {
+        out.extend(init_denoiser(d, seed));
+    }
+    if let Some(h) = &spec.task_head {
+        out.extend(init_stack(h, seed));
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// The model
+// ------------------------------------------------------------------------------------------
+
+impl TchModel {
+    /// Builds the VarStore from `spec` and loads every parameter `spec.params()` names from
+    /// `tensors` (shapes checked). BatchNorm running statistics are non-trainable buffers.
+    pub fn new(spec: GraphSpec, tensors: &BTreeMap<String, CoreTensor>, device: Device) -> Result<Self> {
+        spec.validate().context("graph spec")?;
+        let vs = nn::VarStore::new(device);
+        let mut params = HashMap::new();
+        for (name, shape) in spec.params() {
+            let t = tensors.get(&name).ok_or_else(|| anyhow!("tensor {name}: missing"))?;
+            if t.shape != shape {
+                bail!("tensor {name}: has shape {:?}, the graph needs {:?}", t.shape, shape);
+            }
+            let value = from_core(t, device).with_context(|| format!("tensor {name}"))?;
+            let parts: Vec<&str> = name.split('.').collect();
+            let (leaf, dirs) = parts.split_last().expect("non-empty name");
+            let mut path = vs.root();
+            for d in dirs {
+                path = path.sub(*d);
+            }
+            let var = path.add(leaf, value, !is_buffer(&name));
+            params.insert(name, var);
+        }
+        Ok(TchModel { vs, spec, device, params })
+    }
+
+    /// A model with freshly initialised parameters ([`init_params`]).
+    pub fn init(spec: GraphSpec, seed: u64, device: Device) -> Result<Self> {
+        let t = init_params(&spec, seed);
+        Self::new(spec, &t, device)
+    }
+
+    /// Loads a bundle (validated first) onto `device`.
+    pub fn from_bundle(b: &GeneratorBundle, device: Device) -> Result<Self> {
+        b.validate().context("generator bundle")?;
+        Self::new(b.spec.clone(), &b.tensors, device)
+    }
+
+    /// Every parameter and buffer as core tensors, in `spec.params()` order.
+    pub fn to_tensors(&self) -> Result<BTreeMap<String, CoreTensor>> {
+        let mut out = BTreeMap::new();
+        for (name, _) in self.spec.params() {
+            out.insert(name.clone(), to_core(&self.params[&name])?);
+        }
+        Ok(out)
+    }
+
+    /// A bundle holding this model's spec and weights.
+    pub fn to_bundle(
+        &self,
+        genes: Vec<String>,
+        label_column: String,
+        classes: Vec<String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<GeneratorBundle> {
+        let b = GeneratorBundle { spec: self.spec.clone(), genes, label_column, classes, tensors: self.to_tensors()?, metadata };
+        b.validate().context("exported bundle")?;
+        Ok(b)
+    }
+
+    /// The variable `name` (a shallow handle sharing storage with the VarStore).
+    pub fn param(&self, name: &str) -> Result<&Tensor> {
+        self.params.get(name).ok_or_else(|| anyhow!("parameter {name}: not in this model"))
+    }
+
+    /// Trainable parameters (not buffers) whose name starts with `prefix` (`""` = all), sorted
+    /// by name.
+    pub fn trainable(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .params
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix) && !is_buffer(n))
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Parameters and buffers whose name starts with `prefix`, sorted by name.
+    pub fn state(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> =
+            self.params.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Turns gradients on or off for the trainable parameters under `prefix`.
+    pub fn set_trainable(&mut self, prefix: &str, on: bool) {
+        for (_, t) in self.trainable(prefix) {
+            let _ = t.set_requires_grad(on);
+        }
+    }
+    /// No parameter requires gradients (distillation optimises only the latent codes).
+    pub fn freeze(&mut self) {
+        self.set_trainable("", false);
+    }
+    /// Every trainable parameter requires gradients again.
+    pub fn unfreeze(&mut self) {
+        self.set_trainable("", true);
+    }
+
+    /// Copies values into this model's parameters/buffers (same names), without autograd.
+    pub fn load_values<'a>(&self, values: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            for (name, src) in values {
+                let mut dst = self.param(name)?.shallow_clone();
+                if dst.size() != src.size() {
+                    bail!("parameter {name}: shape {:?} cannot take {:?}", dst.size(), src.size());
+                }
+                dst.copy_(src);
+            }
+            Ok(())
+        })
+    }
+
+    /// Deep copies (same device) of the parameters/buffers under `prefix`.
+    pub fn snapshot(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        self.state(prefix).into_iter().map(|(n, t)| (n, t.detach().copy())).collect()
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Forward passes
+    // --------------------------------------------------------------------------------------
+
+    fn p(&self, name: &str) -> &Tensor {
+        &self.params[name]
+    }
+
+    /// Runs a stack (encoder, decoder or task head) in the given mode.
+    pub fn run_stack(&self, stack: &Stack, x: &Tensor, mode: &mut Mode) -> Tensor {
+        let pre = &stack.prefix;
+        let mut x = x.shallow_clone();
+        for (k, l) in stack.layers.iter().enumerate() {
+            let n = |p: &str| layer_param(pre, k, p);
+            x = match *l {
+                Layer::Linear { bias, .. } => {
+                    let b = bias.then(|| self.p(&n("bias")));
+                    x.linear(self.p(&n("weight")), b)
+                }
+                Layer::BatchNorm1d { eps, .. } => Tensor::batch_norm(
+                    &x,
+                    Some(self.p(&n("weight"))),
+                    Some(self.p(&n("bias"))),
+                    Some(self.p(&n("running_mean"))),
+                    Some(self.p(&n("running_var"))),
+                    mode.training(),
+                    0.1,
+                    eps as f64,
+                    true,
+                ),
+                Layer::LayerNorm { dim, eps } => {
+                    x.layer_norm([dim as i64], Some(self.p(&n("weight"))), Some(self.p(&n("bias"))), eps as f64, true)
+                }
+                Layer::PRelu { .. } => x.prelu(self.p(&n("weight"))),
+                Layer::Act(a) => activate(&x, a),
+                Layer::Dropout { p } => match mode {
+                    Mode::Eval => x,
+                    _ if p <= 0.0 => x,
+                    Mode::Train(None) => x.dropout(p as f64, true),
+                    Mode::Train(Some(rng)) => {
+                        let mask = dropout_mask(rng, &x.size(), p).to_device(x.device());
+                        x * mask
+                    }
+                },
+                Layer::L2Normalize { eps } => {
+                    let norm = x.norm_scalaropt_dim(2, [1i64], true).clamp_min(eps as f64);
+                    x / norm
+                }
+            };
+        }
+        x
+    }
+
+    /// Log-normalised cells (B, n_genes) → latents (B, L). `train = true` uses batch statistics
+    /// and torch-RNG dropout; distillation wants `false`.
+    pub fn encode(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut mode = if train { Mode::Train(None) } else { Mode::Eval };
+        self.encode_mode(x, &mut mode)
+    }
+
+    pub fn encode_mode(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let enc = self
+            .spec
+            .encoder
+            .as_ref()
+            .ok_or_else(|| anyhow!("this bundle has no encoder (a recipient's bundle); encoding needs the full bundle"))?;
+        Ok(self.run_stack(enc, x, mode))
+    }
+
+    /// Latents (B, L) → log-normalised cells (B, n_genes), inference semantics.
+    pub fn decode(&self, z: &Tensor) -> Tensor {
+        self.run_stack(&self.spec.decoder, z, &mut Mode::Eval)
+    }
+
+    pub fn decode_mode(&self, z: &Tensor, mode: &mut Mode) -> Tensor {
+        self.run_stack(&self.spec.decoder, z, mode)
+    }
+
+    /// Errors unless every id in `classes` (Int64) is a valid class of the denoiser.
+    pub fn check_classes(&self, classes: &Tensor) -> Result<()> {
+        let d = self.denoiser_spec()?;
+        if classes.numel() == 0 {
+            return Ok(());
+        }
+        let (lo, hi) = (classes.min().int64_value(&[]), classes.max().int64_value(&[]));
+        if lo < 0 || hi >= d.n_classes as i64 {
+            bail!("class id {} but the denoiser has {} classes", if lo < 0 { lo } else { hi }, d.n_classes);
+        }
+        Ok(())
+    }
+
+    pub fn denoiser_spec(&self) -> Result<&DenoiserSpec> {
+        self.spec.denoiser.as_ref().ok_or_else(|| anyhow!("this bundle has no denoiser (a foundation-only bundle)"))
+    }
+
+    /// `U(z_t, t, τ(c))`: the denoiser's estimate of `z_0` (wiring in [`DenoiserSpec`]).
+    /// `z_t` (B, L) f32, `t` (B) timesteps, `classes` (B) Int64.
+    pub fn denoise(&self, z_t: &Tensor, t: &Tensor, classes: &Tensor) -> Result<Tensor> {
+        let d = self.denoiser_spec()?;
+        let p = DenoiserSpec::PREFIX;
+        let n = |s: &str| format!("{p}.{s}");
+        let temb = sinusoidal(t, d.emb_dim, z_t.device());
+        let h = temb.linear(self.p(&n("time.0.weight")), Some(self.p(&n("time.0.bias")))).silu();
+        let e = h.linear(self.p(&n("time.2.weight")), Some(self.p(&n("time.2.bias"))))
+            + self.p(&n("class_table")).index_select(0, classes);
+        let e_act = e.silu();
+        let block = |kind: &str, i: usize, h: &Tensor, dim: usize| -> Tensor {
+            let b = |s: &str| format!("{p}.{kind}.{i}.{s}");
+            let y = h.linear(self.p(&b("linear.weight")), Some(self.p(&b("linear.bias"))))
+                + e_act.linear(self.p(&b("emb.weight")), Some(self.p(&b("emb.bias"))));
+            y.layer_norm([dim as i64], Some(self.p(&b("norm.weight"))), Some(self.p(&b("norm.bias"))), d.norm_eps as f64, true)
+                .silu()
+        };
+        let mut h = z_t.shallow_clone();
+        let mut skips = Vec::with_capacity(d.hidden.len());
+        for i in 0..d.hidden.len() {
+            h = block("down", i, &h, d.down_dims(i).1);
+            skips.push(h.shallow_clone());
+        }
+        for j in (0..d.hidden.len() - 1).rev() {
+            h = block("up", j, &h, d.up_dims(j).1) + &skips[j];
+        }
+        Ok(h.linear(self.p(&n("out.weight")), Some(self.p(&n("out.bias")))))
+    }
+
+    /// The single-step generator `G(z) = D(U(z, t, τ(c)))`.
+    pub fn generate(&self, z: &Tensor, t: &Tensor, classes: &Tensor) -> Result<Tensor> {
+        Ok(self.decode(&self.denoise(z, t, classes)?))
+    }
+
+    /// Number of scalar parameters (buffers excluded) under `prefix`.
+    pub fn n_params(&self, prefix: &str) -> usize {
+        self.trainable(prefix).iter().map(|(_, t)| t.numel()).sum()
+    }
+}
+
+fn activate(x: &Tensor, a: Activation) -> Tensor {
+    match a {
+        Activation::Identity => x.shallow_clone(),
+        Activation::Relu => x.relu(),
+        Activation::Silu => x.silu(),
+        Activation::Softplus => x.softplus(),
+        Activation::Tanh => x.tanh(),
+        Activation::Sigmoid => x.sigmoid(),
+    }
+}
+
+/// Inverted-dropout mask (`0` or `1/(1−p)`) from a seeded stream.
+fn dropout_mask(rng: &mut ChaCha8Rng, size: &[i64], p: f32) -> Tensor {
+    let n: i64 = size.iter().product();
+    let threshold = ((p as f64) * 4_294_967_296.0) as u64;
+    let keep = 1.0 / (1.0 - p);
+    let v: Vec<f32> = (0..n).map(|_| if (rng.next_u32() as u64) < threshold { 0.0 } else { keep }).collect();
+    Tensor::from_slice(&v).reshape(size)
+}
+
+/// The sinusoidal timestep embedding of [`scdd_core::reference::sinusoidal`]: frequencies
+/// computed in f32 exactly as there, `[cos(t·f) ‖ sin(t·f)]`.
+pub fn sinusoidal(t: &Tensor, dim: usize, device: Device) -> Tensor {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half).map(|k| (-(10000f32).ln() * k as f32 / half as f32).exp()).collect();
+    let f = Tensor::from_slice(&freqs).to_device(device).unsqueeze(0);
+    let a = t.to_kind(Kind::Float).to_device(device).unsqueeze(1) * f;
+    Tensor::cat(&[a.cos(), a.sin()], 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scdd_core::graph::{ExpressionSpace, NoiseSchedule};
+    use scdd_core::reference::CpuModel;
+
+    fn spec() -> GraphSpec {
+        let enc = Stack::mlp("encoder", 30, &[16, 12], 8, 0.2, 0.1, vec![Layer::L2Normalize { eps: 1e-12 }]);
+        let dec = Stack::mlp("decoder", 8, &[12, 16], 30, 0.0, 0.1, vec![Layer::Act(Activation::Softplus)]);
+        GraphSpec {
+            n_genes: 30,
+            latent_dim: 8,
+            space: ExpressionSpace::default(),
+            encoder: Some(enc),
+            decoder: dec,
+            denoiser: Some(DenoiserSpec { latent_dim: 8, hidden: vec![16, 16, 8], emb_dim: 10, n_classes: 3, norm_eps: 1e-5 }),
+            schedule: NoiseSchedule::default(),
+            task_head: None,
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_forward_matches_reference() {
+        let mut t = init_params(&spec(), 3);
+        // non-trivial BatchNorm statistics
+        for (name, v) in t.iter_mut() {
+            if is_buffer(name) {
+                let vals: Vec<f32> = (0..v.numel()).map(|i| 0.5 + 0.1 * i as f32).collect();
+                *v = CoreTensor::from_f32(v.shape.clone(), &vals).unwrap();
+            }
+        }
+        let m = TchModel::new(spec(), &t, Device::Cpu).unwrap();
+        let names: Vec<String> = m.vs.variables().keys().cloned().collect();
+        assert_eq!(names.len(), spec().params().len());
+        for (n, _) in spec().params() {
+            assert!(names.contains(&n), "{n} missing from the VarStore");
+        }
+        assert_eq!(m.to_tensors().unwrap(), t);
+        let cpu = CpuModel::new(spec(), &t).unwrap();
+        let x = ndarray::Array2::from_shape_fn((5, 30), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 4.0);
+        let xt = from_array(&x, Device::Cpu);
+        let close = |a: &ndarray::Array2<f32>, b: &Tensor| {
+            let b = to_array(b);
+            let d = (a - &b).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
+            assert!(d < 1e-5, "max diff {d}");
+        };
+        let z = cpu.encode(x.clone()).unwrap();
+        let zt = m.encode(&xt, false).unwrap();
+        close(&z, &zt);
+        close(&cpu.decode(z.clone()), &m.decode(&zt));
+        let ts = [1u32, 10, 500, 999, 1000];
+        let cs = [0u32, 1, 2, 1, 0];
+        let tt = Tensor::from_slice(&ts.map(|v| v as i64));
+        let ct = Tensor::from_slice(&cs.map(|v| v as i64));
+        close(&cpu.denoise(&z, &ts, &cs).unwrap(), &m.denoise(&zt, &tt, &ct).unwrap());
+        let g = cpu.generate(&z, 7, &cs).unwrap();
+        close(&g, &m.generate(&zt, &Tensor::from_slice(&[7i64; 5]), &ct).unwrap());
+        assert!(m.check_classes(&Tensor::from_slice(&[3i64])).is_err());
+    }
+
+    #[test]
+    fn freezing_and_training_mode() {
+        let mut m = TchModel::init(spec(), 1, Device::Cpu).unwrap();
+        assert!(m.trainable("").iter().all(|(_, t)| t.requires_grad()));
+        assert!(m.trainable("").iter().all(|(n, _)| !is_buffer(n)));
+        m.freeze();
+        assert!(m.trainable("").iter().all(|(_, t)| !t.requires_grad()));
+        m.set_trainable("denoiser.", true);
+        assert!(m.trainable("denoiser.").iter().all(|(_, t)| t.requires_grad()));
+        assert!(m.trainable("encoder.").iter().all(|(_, t)| !t.requires_grad()));
+        // a training-mode pass moves the running statistics
+        let before = to_vec_f32(m.param("encoder.2.running_mean").unwrap());
+        let x = Tensor::rand([6, 30], (Kind::Float, Device::Cpu));
+        let mut rng = crate::rng::stream(0, "t", 0);
+        let _ = m.encode_mode(&x, &mut Mode::Train(Some(&mut rng))).unwrap();
+        assert_ne!(before, to_vec_f32(m.param("encoder.2.running_mean").unwrap()));
+    }
+}
