@@ -194,6 +194,14 @@ impl FoundationReport {
     }
 }
 
+/// A finished foundation run.
+pub struct FoundationRun {
+    pub bundle: GeneratorBundle,
+    pub report: FoundationReport,
+    /// Wall time of the optimisation loop (validation included; loading and the final report not).
+    pub train_seconds: f64,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct State {
     loss_sum: f64,
@@ -349,7 +357,7 @@ const TASK: &str = "foundation";
 
 /// Trains the autoencoder. Returns the foundation bundle (encoder + decoder, best held-out
 /// weights) and its report, or [`Outcome::Interrupted`] when `ctl.stop_after` was reached.
-pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainControl) -> Result<Outcome<(GeneratorBundle, FoundationReport)>> {
+pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainControl) -> Result<Outcome<FoundationRun>> {
     cfg.validate()?;
     let n = data.x.n_rows();
     if n == 0 {
@@ -489,6 +497,7 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
         }
     }
     progress.finish();
+    let train_seconds = started.elapsed().as_secs_f64();
     if let Some(b) = &best {
         model.load_values(b.iter().map(|(n, t)| (n, t)))?;
     }
@@ -514,12 +523,12 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
     if let Some((col, _, _)) = &data.labels {
         meta.insert("foundation.label".to_string(), col.clone());
     }
-    meta.insert("foundation.seconds".to_string(), format!("{:.1}", started.elapsed().as_secs_f64()));
+    meta.insert("foundation.seconds".to_string(), format!("{train_seconds:.1}"));
     meta.insert("foundation.device".to_string(), crate::device::describe(device));
     meta.insert("scdd_version".to_string(), scdd_core::SCDD_VERSION.to_string());
     meta.insert("created".to_string(), crate::fsutil::now_rfc3339());
     let bundle = model.to_bundle(data.genes.clone(), String::new(), Vec::new(), meta)?;
-    Ok(Outcome::Finished((bundle, report)))
+    Ok(Outcome::Finished(FoundationRun { bundle, report, train_seconds }))
 }
 
 /// Metadata keys that change from run to run (times, devices): left out when comparing bundles.

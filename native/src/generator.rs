@@ -114,6 +114,16 @@ pub fn encode_rows(model: &TchModel, x: &CsrMatrix, rows: &[usize]) -> Result<Te
     Ok(Tensor::cat(&parts, 0))
 }
 
+/// A finished generator run.
+pub struct GeneratorRun {
+    pub bundle: GeneratorBundle,
+    /// None when nothing was held out.
+    pub quality: Option<QualityReport>,
+    /// Wall time of encoding the training cells plus the optimisation loop.
+    pub train_seconds: f64,
+    pub denoiser_params: usize,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct State {
     loss_sum: f64,
@@ -132,7 +142,7 @@ pub fn train_generator(
     cfg: &GeneratorConfig,
     ctl: &TrainControl,
     keep_encoder: bool,
-) -> Result<Outcome<(GeneratorBundle, Option<QualityReport>)>> {
+) -> Result<Outcome<GeneratorRun>> {
     cfg.validate()?;
     if foundation.spec.encoder.is_none() {
         bail!("the foundation bundle has no encoder; train-generator needs one to embed the training cells");
@@ -295,7 +305,8 @@ pub fn train_generator(
     meta.insert("scdd_version".into(), scdd_core::SCDD_VERSION.to_string());
     let bundle = model.to_bundle(foundation.genes.clone(), data.label_column.clone(), data.classes.clone(), meta)?;
     let bundle = if keep_encoder { bundle } else { bundle.without_encoder() };
-    Ok(Outcome::Finished((bundle, report)))
+    let denoiser_params = model.n_params("denoiser.");
+    Ok(Outcome::Finished(GeneratorRun { bundle, quality: report, train_seconds: train_secs, denoiser_params }))
 }
 
 // ------------------------------------------------------------------------------------------

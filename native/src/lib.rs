@@ -1,6 +1,7 @@
 //! The `scdd` library behind the CLI: `.h5ad` I/O, training and distillation with tch,
 //! evaluation and reports. `cmd` holds one module per subcommand.
 pub mod bench_io;
+pub mod bench_train;
 pub mod cmd;
 pub mod evaluation;
 pub mod fsutil;

@@ -163,7 +163,7 @@ pub fn run(a: Args) -> Result<()> {
                 ctl.checkpoint.as_ref().unwrap().display()
             );
         }
-        Outcome::Finished((bundle, report)) => {
+        Outcome::Finished(crate::foundation::FoundationRun { bundle, report, .. }) => {
             crate::fsutil::write_atomic(&a.out, &bundle.to_bytes())?;
             let rp = report_path(&a.out);
             crate::fsutil::write_json(&rp, &serde_json::json!({

@@ -113,7 +113,7 @@ pub fn run(a: Args) -> Result<()> {
         Outcome::Interrupted { step } => {
             eprintln!("stopped after step {step}; checkpoint {}; continue with --resume", ctl.checkpoint.as_ref().unwrap().display());
         }
-        Outcome::Finished((bundle, report)) => {
+        Outcome::Finished(crate::generator::GeneratorRun { bundle, quality: report, .. }) => {
             crate::fsutil::write_atomic(&a.out, &bundle.to_bytes())?;
             if let Some(c) = &ctl.checkpoint {
                 let _ = std::fs::remove_file(c);
