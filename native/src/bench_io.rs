@@ -40,6 +40,11 @@ pub struct IoArgs {
     /// Fraction of non-zero entries.
     #[arg(long, default_value_t = 0.05)]
     pub density: f64,
+    /// Who writes the file: `scdd` (contiguous arrays, what scdd's commands write) or
+    /// `anndata` (the scdd-generated data re-written by `anndata.write_h5ad`: chunked arrays,
+    /// as most files in the wild; needs the Python).
+    #[arg(long, value_enum, default_value_t = Writer::Scdd)]
+    pub writer: Writer,
     /// Seed of the generated dataset.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -74,6 +79,13 @@ pub struct IoArgs {
     pub child_out: Option<PathBuf>,
     #[arg(long, hide = true)]
     pub spawned_at: Option<f64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Writer {
+    Scdd,
+    Anndata,
 }
 
 /// What each side reports (the Python script writes the same keys).
@@ -127,6 +139,9 @@ pub struct Comparison {
 pub struct Report {
     pub file: String,
     pub file_bytes: u64,
+    pub writer: Writer,
+    /// Whether scdd read the matrix by direct positioned reads (contiguous arrays) or HDF5.
+    pub scdd_direct_reads: bool,
     pub generated: bool,
     pub generate_s: Option<f64>,
     pub cells: usize,
@@ -156,18 +171,33 @@ pub fn run(a: IoArgs) -> Result<()> {
         bail!("--genes must be below 2^32");
     }
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    let file = a.dir.join(format!(
-        "scdd-bench-io-v{GENERATOR_VERSION}-{}x{}-d{}-s{}.h5ad",
-        a.cells, a.genes, a.density, a.seed
-    ));
+    let stem = format!("scdd-bench-io-v{GENERATOR_VERSION}-{}x{}-d{}-s{}", a.cells, a.genes, a.density, a.seed);
+    let scdd_file = a.dir.join(format!("{stem}.h5ad"));
+    let file = match a.writer {
+        Writer::Scdd => scdd_file.clone(),
+        Writer::Anndata => a.dir.join(format!("{stem}-anndata.h5ad")),
+    };
     let (generated, generate_s) = if file.exists() {
         (false, None)
     } else {
-        eprintln!("generating {} ({} cells × {} genes, {} % non-zeros) ...", file.display(), a.cells, a.genes, a.density * 100.0);
         let t = Instant::now();
-        generate(&file, &a)?;
+        if !scdd_file.exists() {
+            eprintln!(
+                "generating {} ({} cells × {} genes, {} % non-zeros) ...",
+                scdd_file.display(),
+                a.cells,
+                a.genes,
+                a.density * 100.0
+            );
+            generate(&scdd_file, &a)?;
+        }
+        if a.writer == Writer::Anndata {
+            eprintln!("re-writing it with anndata as {} ...", file.display());
+            rewrite_with_anndata(&scdd_file, &file, &a)?;
+        }
         (true, Some(t.elapsed().as_secs_f64()))
     };
+    let scdd_direct_reads = h5ad::H5adReader::open(&file, &ReadOptions::default())?.direct_reads();
     let file_bytes = std::fs::metadata(&file)?.len();
 
     let pid = std::process::id();
@@ -207,6 +237,8 @@ pub fn run(a: IoArgs) -> Result<()> {
     let report = Report {
         file: file.display().to_string(),
         file_bytes,
+        writer: a.writer,
+        scdd_direct_reads,
         generated,
         generate_s,
         cells: a.cells,
@@ -279,6 +311,27 @@ pub fn generate_matrix(cells: usize, genes: usize, density: f64, seed: u64) -> R
         indptr.push(indices.len() as u64);
     }
     Ok(CsrMatrix::new(cells, genes, indptr, indices, data, "generated")?)
+}
+
+/// `anndata.read_h5ad(src).write_h5ad(dst)`, atomically.
+fn rewrite_with_anndata(src: &Path, dst: &Path, a: &IoArgs) -> Result<()> {
+    let py = a.python.clone().unwrap_or_else(default_python);
+    if !py.exists() {
+        bail!("{}: no such Python; --writer anndata needs one (--python, SCDD_PYTHON, scripts/setup.sh)", py.display());
+    }
+    crate::fsutil::with_atomic(dst, |tmp| {
+        let status = Command::new(&py)
+            .arg("-c")
+            .arg("import sys, warnings; warnings.filterwarnings('ignore'); import anndata as ad; ad.read_h5ad(sys.argv[1]).write_h5ad(sys.argv[2])")
+            .arg(src)
+            .arg(tmp)
+            .status()
+            .with_context(|| format!("running {}", py.display()))?;
+        if !status.success() {
+            bail!("anndata could not re-write {}: {status}", src.display());
+        }
+        Ok(())
+    })
 }
 
 fn generate(path: &Path, a: &IoArgs) -> Result<()> {
@@ -499,9 +552,15 @@ fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        "file {} ({}, {})",
+        "file {} ({}, written by {}: {} arrays, scdd reads them {}; {})",
         r.file,
         mb(r.file_bytes),
+        match r.writer {
+            Writer::Scdd => "scdd",
+            Writer::Anndata => "anndata",
+        },
+        if r.scdd_direct_reads { "contiguous" } else { "chunked or filtered" },
+        if r.scdd_direct_reads { "directly on two threads" } else { "through HDF5" },
         match r.generate_s {
             Some(t) => format!("generated in {t:.1} s"),
             None => "reused".into(),

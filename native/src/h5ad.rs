@@ -207,8 +207,7 @@ impl H5adReader {
         match (&self.store, info.format) {
             (Store::Sparse { data, indices, indptr }, MatrixFormat::Csr) => {
                 let (p0, p1) = (indptr[rows.start], indptr[rows.end]);
-                let idx = read_index_range(indices, p0 as usize..p1 as usize, &format!("{}/indices", info.path))?;
-                let vals = read_f32_range(data, p0 as usize..p1 as usize, &format!("{}/data", info.path))?;
+                let (idx, vals) = self.read_sparse_range(data, indices, p0 as usize..p1 as usize)?;
                 let ptr: Vec<u64> = indptr[rows.start..=rows.end].iter().map(|p| p - p0).collect();
                 Ok(CsrMatrix::new(rows.len(), info.n_cols, ptr, idx, vals, &info.path)?)
             }
@@ -230,6 +229,47 @@ impl H5adReader {
         }
     }
 
+    /// Whether large reads of this sparse matrix take the direct path (see
+    /// [`read_sparse_range`](Self::read_sparse_range)): contiguous, unfiltered, 32-bit
+    /// little-endian indices and float32 values.
+    pub fn direct_reads(&self) -> bool {
+        match &self.store {
+            Store::Sparse { data, indices, .. } => {
+                DirectArray::probe(&self.path, indices, true).is_some() && DirectArray::probe(&self.path, data, false).is_some()
+            }
+            Store::Dense(_) => false,
+        }
+    }
+
+    /// `indices[range]` and `data[range]` of a sparse matrix. When both are stored the way
+    /// [`write_h5ad`] writes them (contiguous, unfiltered, little-endian 32-bit indices and
+    /// float32 values) they are read straight from the file into their vectors, both at once
+    /// on two threads, without HDF5 (whose global lock would serialise them). Otherwise
+    /// (anndata writes chunked arrays, often compressed), or if the direct read does not
+    /// check out, through HDF5.
+    fn read_sparse_range(
+        &self,
+        data: &hdf5::Dataset,
+        indices: &hdf5::Dataset,
+        range: Range<usize>,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let path = &self.info.path;
+        let (fi, fd) = (format!("{path}/indices"), format!("{path}/data"));
+        if range.len() >= DIRECT_MIN_VALUES {
+            if let (Some(di), Some(dd)) =
+                (DirectArray::probe(&self.path, indices, true), DirectArray::probe(&self.path, data, false))
+            {
+                let (idx, vals) = std::thread::scope(|s| {
+                    let h = s.spawn(|| di.read_u32(range.clone(), &fi));
+                    let vals = dd.read_f32(range.clone()).map_err(|e| anyhow!("{fd}: {e}"));
+                    (h.join().unwrap_or_else(|_| Err(anyhow!("{fi}: reader thread panicked"))), vals)
+                });
+                return Ok((idx?, vals?));
+            }
+        }
+        Ok((read_index_range(indices, range.clone(), &fi)?, read_f32_range(data, range, &fd)?))
+    }
+
     /// The CSC matrix converted to CSR, read once and kept for later row reads.
     fn csc_whole(&self) -> Result<&CsrMatrix> {
         if let Some(m) = self.csc_cache.get() {
@@ -246,8 +286,7 @@ impl H5adReader {
         };
         let info = &self.info;
         let nnz = *indptr.last().unwrap_or(&0) as usize;
-        let rows = read_index_range(indices, 0..nnz, &format!("{}/indices", info.path))?;
-        let vals = read_f32_range(data, 0..nnz, &format!("{}/data", info.path))?;
+        let (rows, vals) = self.read_sparse_range(data, indices, 0..nnz)?;
         Ok(CsrMatrix::from_csc(info.n_rows, info.n_cols, indptr, &rows, &vals, &info.path)?)
     }
 
@@ -591,6 +630,118 @@ fn integer_dtype(ds: &hdf5::Dataset, field: &str) -> Result<()> {
         other => bail!("{field}: has dtype {other}, expected integers"),
     }
 }
+
+/// Ranges shorter than this go through HDF5 (a thread and a file handle cost more).
+const DIRECT_MIN_VALUES: usize = 1 << 20;
+
+/// A 1-D dataset of 4-byte little-endian elements stored contiguously and unfiltered: its
+/// elements can be read from the file with plain positioned reads.
+struct DirectArray {
+    file: std::fs::File,
+    /// Byte offset of element 0 in the file.
+    offset: u64,
+    len: usize,
+}
+
+impl DirectArray {
+    /// `Some` when `ds` holds 4-byte little-endian integers (`integer`) or float32 values,
+    /// contiguously and without filters, and a probe read of its first and last elements
+    /// through the file agrees with HDF5 (which also guards against address bases, e.g. a
+    /// user block, that `H5Dget_offset` may not account for).
+    #[cfg(all(unix, target_endian = "little"))]
+    fn probe(path: &Path, ds: &hdf5::Dataset, integer: bool) -> Option<DirectArray> {
+        use hdf5::datatype::ByteOrder;
+        if ds.ndim() != 1 || ds.layout() != hdf5::dataset::Layout::Contiguous || !ds.filters().is_empty() {
+            return None;
+        }
+        let dt = ds.dtype().ok()?;
+        let kind_ok = match dt.to_descriptor().ok()? {
+            TD::Integer(IntSize::U4) | TD::Unsigned(IntSize::U4) => integer,
+            TD::Float(FloatSize::U4) => !integer,
+            _ => false,
+        };
+        if !kind_ok || dt.byte_order() != ByteOrder::LittleEndian {
+            return None;
+        }
+        let len = ds.size();
+        let offset = ds.offset()?;
+        if len == 0 || ds.storage_size() < len as u64 * 4 {
+            return None;
+        }
+        let file = std::fs::File::open(path).ok()?;
+        let d = DirectArray { file, offset, len };
+        // the first and the last 16 elements, both ways, bit for bit
+        for r in [0..len.min(16), len.saturating_sub(16)..len] {
+            let direct = d.read_bytes(r.clone()).ok()?;
+            let via_hdf5: Vec<u8> = if integer {
+                ds.read_slice_1d::<u32, _>(r).ok()?.iter().flat_map(|v| v.to_le_bytes()).collect()
+            } else {
+                ds.read_slice_1d::<f32, _>(r).ok()?.iter().flat_map(|v| v.to_le_bytes()).collect()
+            };
+            if direct != via_hdf5 {
+                return None;
+            }
+        }
+        Some(d)
+    }
+
+    #[cfg(not(all(unix, target_endian = "little")))]
+    fn probe(_path: &Path, _ds: &hdf5::Dataset, _integer: bool) -> Option<DirectArray> {
+        None
+    }
+
+    fn read_bytes(&self, range: Range<usize>) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; range.len() * 4];
+        self.read_into(range.start, &mut buf)?;
+        Ok(buf)
+    }
+
+    #[cfg(unix)]
+    fn read_into(&self, start: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, self.offset + start as u64 * 4)
+    }
+    #[cfg(not(unix))]
+    fn read_into(&self, _start: usize, _buf: &mut [u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("direct reads need a unix platform"))
+    }
+
+    /// Elements `range` as `u32`, refusing values ≥ 2³¹ (negative as int32: anndata's
+    /// indices are signed).
+    fn read_u32(&self, range: Range<usize>, field: &str) -> Result<Vec<u32>> {
+        let mut v = vec![0u32; range.len()];
+        self.read_words(range.start, &mut v).map_err(|e| anyhow!("{field}: {e}"))?;
+        if let Some(k) = v.iter().position(|&i| i > i32::MAX as u32) {
+            bail!("{field}: index {} at position {} is out of range", v[k] as i32, range.start + k);
+        }
+        Ok(v)
+    }
+
+    fn read_f32(&self, range: Range<usize>) -> std::io::Result<Vec<f32>> {
+        let mut v = vec![0f32; range.len()];
+        self.read_words(range.start, &mut v)?;
+        Ok(v)
+    }
+
+    /// Reads `out.len()` 4-byte elements from element `start` on into `out`.
+    fn read_words<T: Word>(&self, start: usize, out: &mut [T]) -> std::io::Result<()> {
+        if start + out.len() > self.len {
+            return Err(std::io::Error::other("read past the end of the dataset"));
+        }
+        // SAFETY: `T` is `u32` or `f32` (the private `Word` trait): 4 bytes, no padding, every
+        // bit pattern valid, and `out` is initialised, so viewing it as bytes and writing any
+        // bytes into it is sound. The file's little-endian bytes are the native
+        // representation (`probe` checks the byte order and compares with HDF5).
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(out)) };
+        self.read_into(start, bytes)
+    }
+}
+
+/// 4-byte plain-data element types [`DirectArray`] reads into.
+trait Word: Copy {}
+impl Word for u32 {}
+impl Word for f32 {}
 
 /// Reads `data[range]` as `f32` (HDF5 converts integer and float64 values).
 fn read_f32_range(ds: &hdf5::Dataset, range: Range<usize>, field: &str) -> Result<Vec<f32>> {
