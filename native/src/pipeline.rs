@@ -751,7 +751,7 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut Store) -> Result<
         "min_counts": cfg.split.min_counts, "min_cells": cfg.split.min_cells,
         "layer": entry.layer, "raw": entry.raw, "gene_symbols": entry.gene_symbols,
     });
-    let split_dir = store.stage("split", name, &format!("{name}: split"), split_params, &[entry.path.clone()], |dir| {
+    let split_dir = store.stage("split", name, &format!("{name}: split"), split_params, std::slice::from_ref(&entry.path), |dir| {
         let mut argv = argv.clone();
         argv.extend(["--out".into(), path_arg(dir)]);
         let a: cmd::split::Args = parse_args("split", &argv)?;
@@ -765,7 +765,7 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut Store) -> Result<
     // ---- foundation
     let flags = table_to_flags("foundation", &cfg.foundation, FOUNDATION_RESERVED)?;
     let f_params = json!({ "options": toml_to_json(&cfg.foundation), "seed": cfg.seed, "label": entry.label });
-    let f_dir = store.stage("foundation", name, &format!("{name}: train-foundation"), f_params, &[train.clone()], |dir| {
+    let f_dir = store.stage("foundation", name, &format!("{name}: train-foundation"), f_params, std::slice::from_ref(&train), |dir| {
         let out = dir.join("foundation.scddg");
         let mut argv = vec![path_arg(&train), "--out".into(), path_arg(&out), "--seed".into(), cfg.seed.to_string()];
         argv.extend(["--label".into(), entry.label.clone(), "--device".into(), cfg.device.clone()]);

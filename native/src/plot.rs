@@ -305,6 +305,9 @@ pub fn heatmap(
     Ok(())
 }
 
+/// Bar values of one series per group: (mean, std), None where missing.
+pub type BarSeries = (String, Vec<Option<(f64, f64)>>);
+
 /// Grouped bars: `series[s].1[g]` = (mean, std) of series `s` in group `g` (None: missing);
 /// `reference` draws a horizontal line with a band of ± std (e.g. the full training set).
 pub fn bars(
@@ -312,7 +315,7 @@ pub fn bars(
     title: &str,
     y_desc: &str,
     groups: &[String],
-    series: &[(String, Vec<Option<(f64, f64)>>)],
+    series: &[BarSeries],
     reference: Option<(&str, f64, f64)>,
     y_max: f64,
 ) -> Result<()> {
