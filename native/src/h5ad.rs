@@ -343,6 +343,12 @@ impl H5adReader {
         }
     }
 
+    /// A string entry of `uns` (as [`write_h5ad`] writes them), if present and a string.
+    pub fn read_uns_string(&self, key: &str) -> Option<String> {
+        let d = self.file.dataset(&format!("uns/{key}")).ok()?;
+        d.read_scalar::<VarLenUnicode>().ok().map(|v| v.as_str().to_string())
+    }
+
     /// The cell table (`obs`).
     pub fn read_obs(&self) -> Result<ObsTable> {
         self.ctx(read_frame(&self.file, "obs").map(|f| ObsTable { index: f.index, columns: f.columns }))

@@ -24,22 +24,49 @@ pub fn min_overlap(n_genes: usize) -> usize {
     DEFAULT_MIN_OVERLAP.min(n_genes.div_ceil(2))
 }
 
-/// Reads `path`, converts it to `space` and aligns it to `genes`.
+/// `uns` key under which scdd marks files whose X is already in a model's expression space
+/// (synthetic cells: decoded, class means, data-level distillation). Such values are not
+/// counts of any kind, so they cannot be recognised from the numbers alone.
+pub const SPACE_KEY: &str = "scdd_space";
+
+/// The [`SPACE_KEY`] value for `space`.
+pub fn space_tag(space: &ExpressionSpace) -> String {
+    format!("log1p_normalized:{}", space.target_sum)
+}
+
+/// Reads `path`, converts it to `space` and aligns it to `genes`. A file marked with
+/// [`SPACE_KEY`] for this space is taken as it is.
 pub fn load_model_input(path: &Path, opts: &ReadOptions, genes: &[String], space: &ExpressionSpace) -> Result<ModelInput> {
-    let ds = h5ad::read_h5ad(path, opts)?;
-    to_model_input(ds, genes, space, &format!("{}:{}", path.display(), opts.matrix))
+    let reader = h5ad::H5adReader::open(path, opts)?;
+    let declared = reader.read_uns_string(SPACE_KEY).is_some_and(|t| t == space_tag(space));
+    let ds = reader.read_dataset()?;
+    to_model_input_declared(ds, genes, space, &format!("{}:{}", path.display(), opts.matrix), declared)
 }
 
 /// [`load_model_input`] for a dataset already in memory; `field` names it in errors.
-pub fn to_model_input(mut ds: Dataset, genes: &[String], space: &ExpressionSpace, field: &str) -> Result<ModelInput> {
+pub fn to_model_input(ds: Dataset, genes: &[String], space: &ExpressionSpace, field: &str) -> Result<ModelInput> {
+    to_model_input_declared(ds, genes, space, field, false)
+}
+
+/// As [`to_model_input`]; `in_space` says the values are already in `space` (not detected).
+pub fn to_model_input_declared(
+    mut ds: Dataset,
+    genes: &[String],
+    space: &ExpressionSpace,
+    field: &str,
+    in_space: bool,
+) -> Result<ModelInput> {
     if ds.n_cells() == 0 {
         bail!("{field}: the dataset has no cells");
     }
     preprocess::check_non_negative(&ds.x, field)?;
-    let count_type = if space.log1p {
-        preprocess::to_log_normalized(&mut ds.x, space.target_sum, field)?
+    if !space.log1p {
+        bail!("{field}: models without log1p input are not supported");
+    }
+    let count_type = if in_space {
+        CountType::LogNormalized { target_sum: space.target_sum as f64 }
     } else {
-        bail!("{field}: models without log1p input are not supported")
+        preprocess::to_log_normalized(&mut ds.x, space.target_sum, field)?
     };
     let (data, alignment) = preprocess::align_genes(&ds, genes, min_overlap(genes.len()))
         .with_context(|| format!("aligning {field} to the model's genes"))?;

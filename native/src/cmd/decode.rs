@@ -29,6 +29,7 @@ pub fn run(a: Args) -> Result<()> {
     let ds = decode(&codes, &bundle, &a.codes)?;
     let mut uns = BTreeMap::new();
     uns.insert("scdd_values".into(), format!("log1p of counts normalised to {} per cell", bundle.spec.space.target_sum));
+    uns.insert(crate::prep::SPACE_KEY.into(), crate::prep::space_tag(&bundle.spec.space));
     uns.insert("scdd_generator_id".into(), codes.generator_id.clone());
     uns.insert("scdd_method".into(), codes.provenance.method.clone());
     uns.insert("scdd_source".into(), codes.provenance.source_name.clone());

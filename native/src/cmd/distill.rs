@@ -121,8 +121,10 @@ pub fn distill_to_file(a: &Args, bundle: &GeneratorBundle) -> Result<RunLog> {
     let source = CellSource::open(&a.train, &opts, &bundle.genes, &bundle.spec.space)?;
     let obs = source.reader.read_obs()?;
     let labels = obs.labels(&label).with_context(|| a.train.display().to_string())?;
+    // A foundation-only bundle has no classes: cell-level methods then use the data's.
+    let classes = if bundle.classes.is_empty() { labels.classes.clone() } else { bundle.classes.clone() };
     let map: Vec<Option<u32>> =
-        labels.classes.iter().map(|c| bundle.classes.iter().position(|k| k == c).map(|p| p as u32)).collect();
+        labels.classes.iter().map(|c| classes.iter().position(|k| k == c).map(|p| p as u32)).collect();
     let unknown: Vec<&str> =
         labels.classes.iter().zip(&map).filter(|(_, m)| m.is_none()).map(|(c, _)| c.as_str()).collect();
     if !unknown.is_empty() {
@@ -142,7 +144,7 @@ pub fn distill_to_file(a: &Args, bundle: &GeneratorBundle) -> Result<RunLog> {
     let job = Job {
         source: &source,
         class_of: &class_of,
-        classes: &bundle.classes,
+        classes: &classes,
         latent_dim: bundle.spec.latent_dim,
         model: model.as_ref(),
         generator_id: bundle.generator_id(),
@@ -171,11 +173,12 @@ pub fn distill_to_file(a: &Args, bundle: &GeneratorBundle) -> Result<RunLog> {
         }
         Synthetic::Cells { x, genes, labels } => {
             let x = Array2::from_shape_vec((labels.len(), genes), x)?;
-            let ds = synthetic_dataset(&x, &labels, &bundle.classes, &label, &bundle.genes, &source_name)?;
+            let ds = synthetic_dataset(&x, &labels, &classes, &label, &bundle.genes, &source_name)?;
             let mut uns = BTreeMap::new();
             uns.insert("scdd_method".into(), cfg.method.name().into());
             uns.insert("scdd_spc".into(), cfg.spc.to_string());
             uns.insert("scdd_values".into(), format!("log1p of counts normalised to {} per cell", bundle.spec.space.target_sum));
+            uns.insert(crate::prep::SPACE_KEY.into(), crate::prep::space_tag(&bundle.spec.space));
             uns.insert("scdd_source".into(), source_name.clone());
             h5ad::write_h5ad(&a.out, &ds, &uns)?;
         }

@@ -47,27 +47,26 @@ pub fn run(a: Args) -> Result<()> {
     let bundle = load_bundle(&a.model)?;
     let model = CpuModel::from_bundle(&bundle)?;
     let is_codes = a.synthetic.extension().is_some_and(|e| e == "scdd");
-    let (train, label) = if is_codes {
+    let field = format!("{}:X", a.synthetic.display());
+    let (train_in, label) = if is_codes {
         let codes = load_codes(&a.synthetic)?;
         let label = a.label.clone().unwrap_or_else(|| codes.label_column.clone());
-        (decode(&codes, &bundle, &a.synthetic)?, label)
+        let ds = decode(&codes, &bundle, &a.synthetic)?;
+        (prep::to_model_input_declared(ds, &bundle.genes, &bundle.spec.space, &field, true)?, label)
     } else {
         let label = a
             .label
             .clone()
             .or_else(|| (!bundle.label_column.is_empty()).then(|| bundle.label_column.clone()))
             .context("--label is needed: the model bundle names no label column")?;
-        let ds = crate::h5ad::read_h5ad(&a.synthetic, &ReadOptions::default())?;
-        (ds, label)
+        (prep::load_model_input(&a.synthetic, &ReadOptions::default(), &bundle.genes, &bundle.spec.space)?, label)
     };
     // Class space: the generator's classes, else the training set's.
     let classes = if bundle.classes.is_empty() {
-        train.obs.labels(&label).with_context(|| a.synthetic.display().to_string())?.classes
+        train_in.data.obs.labels(&label).with_context(|| a.synthetic.display().to_string())?.classes
     } else {
         bundle.classes.clone()
     };
-    let field = format!("{}:X", a.synthetic.display());
-    let train_in = prep::to_model_input(train, &bundle.genes, &bundle.spec.space, &field)?;
     let train_ids = prep::labels_for_classes(&train_in.data, &label, &classes, &field)?;
     let keep: Vec<usize> = (0..train_ids.len()).filter(|&i| train_ids[i].is_some()).collect();
     let train_labels: Vec<u32> = keep.iter().map(|&i| train_ids[i].unwrap()).collect();
