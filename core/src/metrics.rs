@@ -160,6 +160,34 @@ pub fn mmd_rbf(x: ArrayView2<f32>, y: ArrayView2<f32>, sigma: f64) -> f64 {
     (mean_k(x, x) + mean_k(y, y) - 2.0 * mean_k(x, y)).max(0.0)
 }
 
+/// The unbiased (U-statistic) estimate of MMD² under the same kernel as [`mmd_rbf`]:
+/// self-pairs are left out of the within-set means, so two samples of one distribution score
+/// ≈ 0 whatever their size (the estimate can be slightly negative). Falls back to [`mmd_rbf`]
+/// when a set has fewer than two rows.
+pub fn mmd_rbf_unbiased(x: ArrayView2<f32>, y: ArrayView2<f32>, sigma: f64) -> f64 {
+    assert_eq!(x.ncols(), y.ncols(), "mmd_rbf_unbiased: feature counts differ");
+    if x.nrows() < 2 || y.nrows() < 2 {
+        return mmd_rbf(x, y, sigma);
+    }
+    let g = 1.0 / (2.0 * sigma * sigma);
+    let within = |a: ArrayView2<f32>| -> f64 {
+        let d = sq_dists(a, a);
+        let n = a.nrows();
+        let mut s = 0.0;
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    s += (-g * d[[i, j]]).exp();
+                }
+            }
+        }
+        s / (n * (n - 1)) as f64
+    };
+    let d = sq_dists(x, y);
+    let cross = d.iter().map(|&v| (-g * v).exp()).sum::<f64>() / d.len() as f64;
+    within(x) + within(y) - 2.0 * cross
+}
+
 #[cfg(test)]
 mod distribution_tests {
     use super::*;
@@ -191,6 +219,11 @@ mod distribution_tests {
         let p = array![[0f32, 0.]];
         let q = array![[3f32, 4.]];
         assert!((mmd_rbf(p.view(), q.view(), 5.0) - (2.0 - 2.0 * (-0.5f64).exp())).abs() < 1e-12);
+        // unbiased: identical sets of distinct points score below the biased estimate
+        let u = mmd_rbf_unbiased(x.view(), x.view(), s);
+        assert!(u < 0.0 && u > -1.0, "{u}");
+        assert!(mmd_rbf_unbiased(x.view(), far.view(), s) > mmd_rbf_unbiased(x.view(), near.view(), s));
+        assert_eq!(mmd_rbf_unbiased(p.view(), q.view(), 5.0), mmd_rbf(p.view(), q.view(), 5.0));
     }
 }
 

@@ -46,7 +46,7 @@ pub struct FoundationConfig {
 impl Default for FoundationConfig {
     fn default() -> Self {
         FoundationConfig {
-            hidden: vec![1024, 1024],
+            hidden: vec![512, 512],
             latent_dim: 128,
             input_dropout: 0.0,
             dropout: 0.0,
@@ -55,8 +55,8 @@ impl Default for FoundationConfig {
             lr: 1e-3,
             weight_decay: 0.01,
             batch_size: 128,
-            max_epochs: 40,
-            patience: 6,
+            max_epochs: 30,
+            patience: 5,
             val_fraction: 0.1,
             lr_decay: 1.0,
             seed: 0,

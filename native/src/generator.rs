@@ -31,21 +31,28 @@ pub struct GeneratorConfig {
     /// Fraction of each class held out for the quality report (0 = no report).
     pub holdout: f64,
     pub seed: u64,
+    /// How the report samples cells.
+    pub report_sampler: Sampler,
+    /// Radius of the latent sphere the diffusion runs on (see [`scale_latents`]); None = auto:
+    /// `√latent_dim` when the foundation's latents are L2-normalised (unit norm), else 1.
+    pub latent_scale: Option<f32>,
 }
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
         GeneratorConfig {
             hidden: vec![512, 512, 256, 128],
-            emb_dim: 512,
+            emb_dim: 128,
             schedule: NoiseSchedule::default(),
             lr: 1e-3,
             weight_decay: 0.0,
             batch_size: 256,
-            steps: 4000,
+            steps: 2000,
             ema_decay: 0.999,
             holdout: 0.1,
             seed: 0,
+            report_sampler: Sampler::Ddpm,
+            latent_scale: None,
         }
     }
 }
@@ -67,6 +74,11 @@ impl GeneratorConfig {
         }
         if !(0.0..1.0).contains(&self.holdout) {
             bail!("--holdout {}: must be in [0, 1)", self.holdout);
+        }
+        if let Some(s) = self.latent_scale {
+            if !(s > 0.0 && s.is_finite()) {
+                bail!("--latent-scale {s}: must be > 0");
+            }
         }
         Ok(())
     }
@@ -96,6 +108,47 @@ impl ScheduleTables {
         let b: Vec<f32> = ab.iter().map(|v| (1.0 - v).sqrt() as f32).collect();
         ScheduleTables { alpha_bar: ab, sqrt_ab: Tensor::from_slice(&a).to_device(device), sqrt_1m_ab: Tensor::from_slice(&b).to_device(device) }
     }
+}
+
+/// Whether the encoder's output is L2-normalised (its last layer is `L2Normalize`).
+pub fn unit_norm_latents(spec: &scdd_core::graph::GraphSpec) -> bool {
+    matches!(spec.encoder.as_ref().and_then(|e| e.layers.last()), Some(scdd_core::graph::Layer::L2Normalize { .. }))
+}
+
+/// Moves a foundation's latents from the unit sphere to the sphere of radius `s`: appends a
+/// fixed linear layer `s·I` (no bias) to the encoder and divides the weight of the decoder's
+/// first linear layer by `s`, so `D(E(x))` is unchanged.
+///
+/// Why: the diffusion noise is N(0, I) per coordinate. Unit-norm latents in L dimensions have
+/// per-coordinate spread ~1/√L, so with the paper's β schedule the signal would drown in the
+/// noise after a few dozen of the T steps and the denoiser would learn little beyond class
+/// means. With `s = √L` each coordinate has unit scale, as diffusion schedules assume.
+pub fn scale_latents(b: &GeneratorBundle, s: f32) -> Result<GeneratorBundle> {
+    use scdd_core::graph::{layer_param, Layer};
+    let mut out = b.clone();
+    let l = b.spec.latent_dim;
+    let enc = out.spec.encoder.as_mut().context("scaling latents needs the encoder")?;
+    let k = enc.layers.len();
+    enc.layers.push(Layer::Linear { in_dim: l, out_dim: l, bias: false });
+    let mut eye = vec![0f32; l * l];
+    for i in 0..l {
+        eye[i * l + i] = s;
+    }
+    out.tensors.insert(layer_param(&enc.prefix, k, "weight"), scdd_core::tensor::Tensor::from_f32(vec![l, l], &eye)?);
+    let dec = &out.spec.decoder;
+    let first = dec
+        .layers
+        .iter()
+        .position(|x| !matches!(x, Layer::Dropout { .. }))
+        .filter(|&i| matches!(dec.layers[i], Layer::Linear { .. }))
+        .context("the decoder does not start with a linear layer; cannot rescale its input")?;
+    let name = layer_param(&dec.prefix, first, "weight");
+    let w = out.tensors.get(&name).with_context(|| format!("tensor {name}: missing"))?;
+    let v: Vec<f32> = w.to_f32()?.iter().map(|x| x / s).collect();
+    let shape = w.shape.clone();
+    out.tensors.insert(name, scdd_core::tensor::Tensor::from_f32(shape, &v)?);
+    out.validate()?;
+    Ok(out)
 }
 
 /// Encodes `rows` of `x` (eval mode) into latents `[rows, L]` on the model's device.
@@ -168,6 +221,14 @@ pub fn train_generator(
     let fit: Vec<usize> = fit_l.iter().map(|&i| labelled[i]).collect();
     let held: Vec<usize> = held_l.iter().map(|&i| labelled[i]).collect();
     let device = ctl.device;
+    let scale = cfg.latent_scale.unwrap_or(if unit_norm_latents(&foundation.spec) { (foundation.spec.latent_dim as f32).sqrt() } else { 1.0 });
+    let scaled;
+    let foundation = if scale != 1.0 {
+        scaled = scale_latents(foundation, scale)?;
+        &scaled
+    } else {
+        foundation
+    };
 
     let mut spec = foundation.spec.clone();
     let dspec = DenoiserSpec {
@@ -223,7 +284,7 @@ pub fn train_generator(
     };
     let progress = Progress::new("generator", cfg.steps, step, ctl.progress, "cells");
     progress.log(&format!(
-        "generator: {} cells ({} held out) of {} classes, denoiser {:?} emb {}, {} parameters, T = {}, {} steps on {}",
+        "generator: {} cells ({} held out) of {} classes, latents scaled to radius {scale:.3}, denoiser {:?} emb {}, {} parameters, T = {}, {} steps on {}",
         fit.len(),
         held.len(),
         data.classes.len(),
@@ -290,10 +351,11 @@ pub fn train_generator(
     let report = if held.is_empty() {
         None
     } else {
-        Some(quality_report(&model, data, &fit, &held, &Sampler::default(), cfg.seed)?)
+        Some(quality_report(&model, data, &fit, &held, &cfg.report_sampler, cfg.seed)?)
     };
     let mut meta = foundation.metadata.clone();
     meta.insert("generator.config".into(), config_json);
+    meta.insert("generator.latent_scale".into(), scale.to_string());
     meta.insert("generator.train_data".into(), data.name.clone());
     meta.insert("generator.loss_history".into(), serde_json::to_string(&st.history)?);
     meta.insert("generator.seconds".into(), format!("{train_secs:.1}"));
@@ -319,7 +381,8 @@ pub enum Sampler {
     /// The full ancestral chain `t = T..1`: `z_{t−1} ~ q(z_{t−1} | z_t, ẑ_0)` with the
     /// denoiser's `ẑ_0` (DDPM posterior), output `ẑ_0` at `t = 1`.
     Ddpm,
-    /// Deterministic DDIM (η = 0) over `steps` timesteps evenly spaced from T to 1.
+    /// Deterministic DDIM (η = 0) over `steps` timesteps from T to 1, spaced quadratically
+    /// (denser at small t, where the signal of unit-norm latents survives the noise).
     Ddim { steps: u32 },
     /// One denoising step from pure noise at timestep `t`: `ẑ_0 = U(ε, t, τ(c))`.
     SingleStep { t: u32 },
@@ -331,11 +394,40 @@ impl Default for Sampler {
     }
 }
 
+/// DDIM's timesteps: `t_i = 1 + round((T − 1)·(i/(K − 1))²)`, descending, duplicates removed.
+pub fn ddim_timesteps(big_t: u32, steps: u32) -> Vec<u32> {
+    let k = steps.clamp(1, big_t);
+    let mut ts: Vec<u32> = (0..k)
+        .rev()
+        .map(|i| {
+            let f = if k == 1 { 1.0 } else { i as f64 / (k - 1) as f64 };
+            1 + ((big_t - 1) as f64 * f * f).round() as u32
+        })
+        .collect();
+    ts.dedup();
+    ts
+}
+
+impl std::str::FromStr for Sampler {
+    type Err = String;
+    /// `ddpm`, `ddim` (50 steps), `ddim:K`, `single:T`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("unknown sampler {s:?}; use ddpm, ddim, ddim:K or single:T");
+        match s.split_once(':') {
+            None if s == "ddpm" => Ok(Sampler::Ddpm),
+            None if s == "ddim" => Ok(Sampler::default()),
+            Some(("ddim", k)) => k.parse().map(|steps| Sampler::Ddim { steps }).map_err(|_| bad()),
+            Some(("single", t)) => t.parse().map(|t| Sampler::SingleStep { t }).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+}
+
 impl std::fmt::Display for Sampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Sampler::Ddpm => write!(f, "DDPM ancestral sampling (all T steps, x0-parameterised posterior)"),
-            Sampler::Ddim { steps } => write!(f, "DDIM (eta = 0), {steps} steps"),
+            Sampler::Ddim { steps } => write!(f, "DDIM (eta = 0), {steps} quadratically spaced steps"),
             Sampler::SingleStep { t } => write!(f, "single denoising step from noise at t = {t}"),
         }
     }
@@ -388,14 +480,7 @@ pub fn sample_latents(model: &TchModel, classes: &[u32], sampler: &Sampler, seed
                     Ok(x0)
                 }
                 Sampler::Ddim { steps } => {
-                    let k = (*steps).min(big_t);
-                    let mut ts: Vec<u32> = (0..k)
-                        .map(|i| {
-                            let f = if k == 1 { 0.0 } else { i as f64 / (k - 1) as f64 };
-                            (big_t as f64 - f * (big_t - 1) as f64).round() as u32
-                        })
-                        .collect();
-                    ts.dedup();
+                    let ts = ddim_timesteps(big_t, *steps);
                     let mut x0 = z.shallow_clone();
                     for (i, &t) in ts.iter().enumerate() {
                         x0 = model.denoise(&z, &tvec(t), &cls)?;
@@ -432,7 +517,10 @@ pub struct ClassQuality {
     pub class: String,
     /// Held-out real cells (each compared set has this many cells).
     pub n: usize,
-    /// MMD² between generated cells and the held-out cells.
+    /// RBF bandwidth: the median distance between training cells of the class in the MMD
+    /// space (the global one for classes with fewer than 3 training cells).
+    pub sigma: f64,
+    /// MMD² (unbiased estimate) between generated cells and the held-out cells.
     pub mmd_generated: f64,
     /// MMD² between decoded latents of the held-out cells, D(E(x)), and the held-out cells:
     /// the autoencoder's own ceiling.
@@ -450,6 +538,7 @@ pub struct ClassQuality {
 pub struct QualityReport {
     /// How MMD is computed.
     pub mmd_space: String,
+    /// Median distance between held-out cells: the bandwidth of classes too small for their own.
     pub sigma: f64,
     pub sampler: String,
     pub classes: Vec<ClassQuality>,
@@ -461,18 +550,18 @@ impl QualityReport {
     pub fn table(&self) -> String {
         let w = self.classes.iter().map(|c| c.class.len()).max().unwrap_or(5).clamp(5, 28);
         let mut s = format!(
-            "{:<w$} {:>5}  {:>9} {:>9} {:>9}  {:>8} {:>8} {:>8}\n",
-            "class", "n", "MMD² gen", "MMD² dec", "MMD² real", "r gen", "r dec", "r real"
+            "{:<w$} {:>5} {:>7}  {:>9} {:>9} {:>9}  {:>8} {:>8} {:>8}\n",
+            "class", "n", "σ", "MMD² gen", "MMD² dec", "MMD² real", "r gen", "r dec", "r real"
         );
         for c in self.classes.iter().chain(std::iter::once(&self.mean)) {
             let name: String = c.class.chars().take(w).collect();
             s += &format!(
-                "{:<w$} {:>5}  {:>9.5} {:>9.5} {:>9.5}  {:>8.4} {:>8.4} {:>8.4}\n",
-                name, c.n, c.mmd_generated, c.mmd_decoded, c.mmd_real, c.pearson_generated, c.pearson_decoded, c.pearson_real
+                "{:<w$} {:>5} {:>7.2}  {:>9.5} {:>9.5} {:>9.5}  {:>8.4} {:>8.4} {:>8.4}\n",
+                name, c.n, c.sigma, c.mmd_generated, c.mmd_decoded, c.mmd_real, c.pearson_generated, c.pearson_decoded, c.pearson_real
             );
         }
         s += &format!(
-            "MMD²: RBF kernel in {} (σ = {:.3}); r: Pearson of per-gene means vs held-out cells (log-normalised).\n\
+            "MMD²: unbiased estimate, RBF kernel in {} (σ = median distance between training cells of the class; {:.3} for tiny classes); r: Pearson of per-gene means vs held-out cells (log-normalised).\n\
              gen = {}; dec = decoded real latents D(E(x)) (the autoencoder's ceiling); real = real training cells (sampling noise floor).",
             self.mmd_space, self.sigma, self.sampler
         );
@@ -516,7 +605,7 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
     }
     let pca_fit = tch::no_grad(|| pca(&dense_batch(&data.x, &pool, dev), 50));
     let held_all = tch::no_grad(|| project(&dense_batch(&data.x, held, dev), &pca_fit));
-    let sigma = scdd_core::metrics::median_distance(held_all.view());
+    let sigma_all = scdd_core::metrics::median_distance(held_all.view());
     let mut rows = Vec::new();
     for c in 0..n_classes {
         let h = &by_class_held[c];
@@ -544,11 +633,18 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
         let (real_a, gen_a, dec_a, tr_a) = (arr(&real_x), arr(&gen_x), arr(&dec_x), arr(&tr_x));
         let p = |t: &Tensor| tch::no_grad(|| project(t, &pca_fit));
         let (real_p, gen_p, dec_p, tr_p) = (p(&real_x), p(&gen_x), p(&dec_x), p(&tr_x));
-        use scdd_core::metrics::{mean_pearson, mmd_rbf};
+        let sigma = if f.len() >= 3 {
+            let fit_p = p(&dense_batch(&data.x, &f[..f.len().min(500)], dev));
+            scdd_core::metrics::median_distance(fit_p.view())
+        } else {
+            sigma_all
+        };
+        use scdd_core::metrics::{mean_pearson, mmd_rbf_unbiased as mmd_rbf};
         let nan_if_empty = |a: &ndarray::Array2<f32>, v: f64| if a.nrows() == 0 { f64::NAN } else { v };
         rows.push(ClassQuality {
             class: data.classes[c].clone(),
             n,
+            sigma,
             mmd_generated: mmd_rbf(gen_p.view(), real_p.view(), sigma),
             mmd_decoded: mmd_rbf(dec_p.view(), real_p.view(), sigma),
             mmd_real: nan_if_empty(&tr_a, mmd_rbf(tr_p.view(), real_p.view(), sigma)),
@@ -564,6 +660,7 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
     let mean = ClassQuality {
         class: "mean".into(),
         n: rows.iter().map(|r| r.n).sum(),
+        sigma: avg(&|r| r.sigma),
         mmd_generated: avg(&|r| r.mmd_generated),
         mmd_decoded: avg(&|r| r.mmd_decoded),
         mmd_real: avg(&|r| r.mmd_real),
@@ -573,9 +670,29 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
     };
     Ok(QualityReport {
         mmd_space: "the first 50 principal components of log-normalised expression (PCA fitted on training cells)".into(),
-        sigma,
+        sigma: sigma_all,
         sampler: sampler.to_string(),
         classes: rows,
         mean,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddim_timesteps_are_quadratic_and_descending() {
+        let ts = ddim_timesteps(1000, 50);
+        assert_eq!((ts[0], *ts.last().unwrap()), (1000, 1));
+        assert!(ts.windows(2).all(|w| w[0] > w[1]));
+        assert!(ts.iter().filter(|&&t| t <= 30).count() >= 5, "{ts:?}");
+        assert_eq!(ddim_timesteps(10, 1), vec![10]);
+        let short = ddim_timesteps(5, 100);
+        assert_eq!((short[0], *short.last().unwrap()), (5, 1));
+        assert_eq!("ddim:7".parse::<Sampler>().unwrap(), Sampler::Ddim { steps: 7 });
+        assert_eq!("single:20".parse::<Sampler>().unwrap(), Sampler::SingleStep { t: 20 });
+        assert_eq!("ddpm".parse::<Sampler>().unwrap(), Sampler::Ddpm);
+        assert!("nope".parse::<Sampler>().is_err());
+    }
 }

@@ -104,6 +104,15 @@ fn tch_matches_the_cpu_reference_on_real_data() {
     let g = train_generator(&f.bundle, &gen_data(&d), &tiny_generator(), &quiet(), true).unwrap().finished().unwrap();
     let x = d.x.dense_rows(&(0..24).collect::<Vec<_>>());
     check_against_reference(&g.bundle, &x, 1e-4);
+    // The generator runs on latents scaled to radius √L; D(E(x)) is what the foundation gave.
+    assert_eq!(g.bundle.metadata["generator.latent_scale"], (16f32).sqrt().to_string());
+    let (cf, cg) = (CpuModel::from_bundle(&f.bundle).unwrap(), CpuModel::from_bundle(&g.bundle).unwrap());
+    let zf = cf.encode(x.clone()).unwrap();
+    let zg = cg.encode(x.clone()).unwrap();
+    let norms: Vec<f32> = zg.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
+    assert!(norms.iter().all(|n| (n - 4.0).abs() < 1e-4), "{norms:?}");
+    let rd = max_diff(&cf.decode(zf), &cg.decode(zg));
+    assert!(rd < 1e-4, "latent scaling changed the reconstruction by {rd}");
 
     // A randomly initialised model of the default sizes (13k genes, 1024-wide, denoiser 512).
     let mut spec = FoundationConfig::default().graph(d.x.n_cols());

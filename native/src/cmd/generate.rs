@@ -1,5 +1,5 @@
 //! `scdd generate gen.scddg --class NAME -n N -o cells.h5ad`: samples new cells of a class from
-//! noise with the generator (DDIM by default; `--sampler ddpm` for the full ancestral chain;
+//! noise with the generator (the full DDPM ancestral chain by default; `--sampler ddim` is faster;
 //! `--single-step T` for one denoising step from noise at timestep T) and writes them as
 //! log-normalised expression.
 use crate::cmd::train_generator::load_bundle;
@@ -34,7 +34,7 @@ pub struct Args {
     /// Output .h5ad.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value = "ddim")]
+    #[arg(long, value_enum, default_value = "ddpm")]
     pub sampler: SamplerArg,
     /// DDIM steps.
     #[arg(long, default_value_t = 50)]

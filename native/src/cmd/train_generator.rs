@@ -56,6 +56,13 @@ pub struct Args {
     pub holdout: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Radius of the latent sphere for diffusion: auto (√latent-dim for L2-normalised latents,
+    /// else 1) or a number (1 = leave the foundation's latents as they are).
+    #[arg(long, default_value = "auto")]
+    pub latent_scale: String,
+    /// Sampler of the quality report: ddpm, ddim, ddim:K or single:T.
+    #[arg(long, default_value = "ddpm")]
+    pub report_sampler: crate::generator::Sampler,
     /// Read layers/NAME instead of X.
     #[arg(long, value_name = "NAME", conflicts_with = "raw")]
     pub layer: Option<String>,
@@ -82,6 +89,11 @@ impl Args {
             ema_decay: self.ema_decay,
             holdout: self.holdout,
             seed: self.seed,
+            report_sampler: self.report_sampler.clone(),
+            latent_scale: match self.latent_scale.as_str() {
+                "auto" => None,
+                s => Some(s.parse().unwrap_or(f32::NAN)),
+            },
         }
     }
 }
@@ -93,13 +105,25 @@ pub fn load_bundle(path: &Path) -> Result<GeneratorBundle> {
 
 /// Reads labelled cells aligned to `bundle`'s genes (missing genes → 0, overlap reported).
 pub fn load_gen_data(path: &Path, opts: &ReadOptions, bundle: &GeneratorBundle, label: &str, quiet: bool) -> Result<GenData> {
+    Ok(load_gen_data_aligned(path, opts, bundle, label, quiet)?.0)
+}
+
+/// [`load_gen_data`] plus the gene alignment report.
+pub fn load_gen_data_aligned(
+    path: &Path,
+    opts: &ReadOptions,
+    bundle: &GeneratorBundle,
+    label: &str,
+    quiet: bool,
+) -> Result<(GenData, scdd_core::preprocess::GeneAlignment)> {
     let input = crate::prep::load_model_input(path, opts, &bundle.genes, &bundle.spec.space)?;
     if !quiet {
         eprintln!("{}: {}", path.display(), crate::prep::describe(&input));
     }
     let l = input.data.obs.labels(label).with_context(|| path.display().to_string())?;
     let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(GenData { name, x: input.data.x, label_column: label.to_string(), labels: l.ids, classes: l.classes })
+    let data = GenData { name, x: input.data.x, label_column: label.to_string(), labels: l.ids, classes: l.classes };
+    Ok((data, input.alignment))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -108,7 +132,7 @@ pub fn run(a: Args) -> Result<()> {
     let ctl = a.run.control(&a.out, 1000)?;
     let foundation = load_bundle(&a.foundation)?;
     let opts = ReadOptions { matrix: MatrixSource::from_flags(a.layer.as_deref(), a.raw), gene_symbols: a.gene_symbols.clone() };
-    let data = load_gen_data(&a.data, &opts, &foundation, &a.label, a.run.quiet)?;
+    let (data, alignment) = load_gen_data_aligned(&a.data, &opts, &foundation, &a.label, a.run.quiet)?;
     match train_generator(&foundation, &data, &cfg, &ctl, !a.no_encoder)? {
         Outcome::Interrupted { step } => {
             eprintln!("stopped after step {step}; checkpoint {}; continue with --resume", ctl.checkpoint.as_ref().unwrap().display());
@@ -126,6 +150,7 @@ pub fn run(a: Args) -> Result<()> {
                 "foundation": a.foundation.display().to_string(),
                 "generator_id": bundle.generator_id(),
                 "config": cfg,
+                "gene_alignment": alignment,
                 "quality": report,
                 "foundation_report": foundation_report,
             }))?;
