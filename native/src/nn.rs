@@ -17,6 +17,11 @@
 //! let t = Tensor::full([n], t0 as i64, (Kind::Int64, device));
 //! let cells = m.generate(&z, &t, &class_ids)?;           // D(U(z, t, τ(c))), grads reach z
 //! ```
+//! In a generator bundle written by `train-generator` the encoder ends with a fixed `√L·I`
+//! linear layer (see [`crate::generator::scale_latents`]): latents, and therefore latent codes,
+//! lie on the sphere of radius `√L`, not on the unit sphere. Nothing special is needed to use
+//! it; just do not renormalise codes to unit length.
+//!
 //! `encode`/`decode`/`denoise`/`generate` use inference semantics (BatchNorm running
 //! statistics, no dropout) and are differentiable with respect to their inputs.
 //! [`TchModel::encode_mode`]/[`TchModel::decode_mode`] with [`Mode::Train`] are what the
