@@ -606,6 +606,13 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
     let pca_fit = tch::no_grad(|| pca(&dense_batch(&data.x, &pool, dev), 50));
     let held_all = tch::no_grad(|| project(&dense_batch(&data.x, held, dev), &pca_fit));
     let sigma_all = scdd_core::metrics::median_distance(held_all.view());
+    // Generated cells of every class in one sampling run (one reverse chain for all).
+    let gen_classes: Vec<u32> = (0..n_classes).flat_map(|c| std::iter::repeat_n(c as u32, by_class_held[c].len())).collect();
+    let gen_all = sample_cells(model, &gen_classes, sampler, crate::rng::derive(seed, "report", 0))?;
+    let mut offsets = vec![0i64; n_classes];
+    for c in 1..n_classes {
+        offsets[c] = offsets[c - 1] + by_class_held[c - 1].len() as i64;
+    }
     let mut rows = Vec::new();
     for c in 0..n_classes {
         let h = &by_class_held[c];
@@ -614,7 +621,7 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
         }
         let n = h.len();
         let real_x = dense_batch(&data.x, h, dev);
-        let gen_x = sample_cells(model, &vec![c as u32; n], sampler, crate::rng::derive(seed, "report", c as u64))?;
+        let gen_x = gen_all.narrow(0, offsets[c], n as i64);
         let dec_x = tch::no_grad(|| -> Result<Tensor> {
             let z = model.encode_mode(&real_x, &mut Mode::Eval)?;
             Ok(model.decode(&z))

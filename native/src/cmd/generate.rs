@@ -124,3 +124,21 @@ pub fn run(a: Args) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args as _, FromArgMatches};
+
+    #[test]
+    fn flags_parse() {
+        let p = |extra: &[&str]| {
+            let mut argv = vec!["t", "g.scddg", "--class", "A,B", "-o", "o.h5ad"];
+            argv.extend_from_slice(extra);
+            Args::augment_args(clap::Command::new("t")).try_get_matches_from(argv).map(|m| Args::from_arg_matches(&m).unwrap())
+        };
+        let a = p(&["--single-step", "5"]).unwrap();
+        assert_eq!((a.classes.len(), a.single_step, a.n), (2, Some(5), 100));
+        assert!(p(&["--single-step", "5", "--sampler", "ddim"]).is_err());
+    }
+}

@@ -180,3 +180,21 @@ pub fn run(a: Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args as _, FromArgMatches};
+
+    #[test]
+    fn defaults_are_the_config_defaults() {
+        let cmd = Args::augment_args(clap::Command::new("t"));
+        let m = cmd.try_get_matches_from(["t", "d.h5ad", "-o", "o"]).unwrap();
+        let a = Args::from_arg_matches(&m).unwrap();
+        assert_eq!(a.config(), FoundationConfig::default());
+        let cmd = Args::augment_args(clap::Command::new("t"));
+        let m = cmd.try_get_matches_from(["t", "d.h5ad", "-o", "o", "--hidden", "64,32", "--output", "relu"]).unwrap();
+        let c = Args::from_arg_matches(&m).unwrap().config();
+        assert_eq!((c.hidden, c.output), (vec![64, 32], Activation::Relu));
+    }
+}

@@ -59,7 +59,7 @@ pub struct Args {
     /// Radius of the latent sphere for diffusion: auto (√latent-dim for L2-normalised latents,
     /// else 1) or a number (1 = leave the foundation's latents as they are).
     #[arg(long, default_value = "auto")]
-    pub latent_scale: String,
+    pub latent_scale: LatentScale,
     /// Sampler of the quality report: ddpm, ddim, ddim:K or single:T.
     #[arg(long, default_value = "ddpm")]
     pub report_sampler: crate::generator::Sampler,
@@ -90,10 +90,24 @@ impl Args {
             holdout: self.holdout,
             seed: self.seed,
             report_sampler: self.report_sampler.clone(),
-            latent_scale: match self.latent_scale.as_str() {
-                "auto" => None,
-                s => Some(s.parse().unwrap_or(f32::NAN)),
-            },
+            latent_scale: self.latent_scale.0,
+        }
+    }
+}
+
+/// `--latent-scale auto|S`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatentScale(pub Option<f32>);
+
+impl std::str::FromStr for LatentScale {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "auto" {
+            return Ok(LatentScale(None));
+        }
+        match s.parse::<f32>() {
+            Ok(v) if v > 0.0 && v.is_finite() => Ok(LatentScale(Some(v))),
+            _ => Err(format!("{s:?}: use auto or a number > 0")),
         }
     }
 }
@@ -169,4 +183,26 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args as _, FromArgMatches};
+
+    fn parse(extra: &[&str]) -> Args {
+        let cmd = Args::augment_args(clap::Command::new("t"));
+        let mut argv = vec!["t", "d.h5ad", "--foundation", "f", "--label", "l", "-o", "o"];
+        argv.extend_from_slice(extra);
+        Args::from_arg_matches(&cmd.try_get_matches_from(argv).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn latent_scale_flag() {
+        assert_eq!(parse(&[]).config().latent_scale, None);
+        assert_eq!(parse(&["--latent-scale", "auto"]).config().latent_scale, None);
+        assert_eq!(parse(&["--latent-scale", "2.5"]).config().latent_scale, Some(2.5));
+        assert_eq!(parse(&["--report-sampler", "ddim:9"]).config().report_sampler, crate::generator::Sampler::Ddim { steps: 9 });
+        assert_eq!(parse(&[]).config(), GeneratorConfig::default());
+    }
 }
