@@ -69,7 +69,7 @@ impl FoundationConfig {
         if self.latent_dim == 0 {
             bail!("--latent-dim must be at least 1");
         }
-        if self.hidden.iter().any(|&h| h == 0) {
+        if self.hidden.contains(&0) {
             bail!("--hidden {:?}: layer sizes must be at least 1", self.hidden);
         }
         for (name, p) in [("--input-dropout", self.input_dropout), ("--dropout", self.dropout)] {

@@ -59,7 +59,7 @@ impl Default for GeneratorConfig {
 
 impl GeneratorConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h == 0) {
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
             bail!("--hidden {:?}: need at least one layer, sizes >= 1", self.hidden);
         }
         if self.emb_dim == 0 || self.emb_dim % 2 != 0 {

@@ -62,11 +62,11 @@ impl AdamW {
                     let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
                 }
                 let _ = m.lerp_(&g, 1.0 - b1);
-                let _ = buf.copy_(&g);
+                buf.copy_(&g);
                 let _ = buf.g_mul_(&g);
                 let _ = v.lerp_(buf, 1.0 - b2);
                 // buf ← step_size · m / (√v / √bc2 + ε)
-                let _ = buf.copy_(v);
+                buf.copy_(v);
                 let _ = buf.sqrt_();
                 let _ = buf.g_div_scalar_(bc2_sqrt);
                 let _ = buf.g_add_scalar_(self.eps);
