@@ -46,12 +46,15 @@ impl Default for SgdParams {
     }
 }
 
-/// A softmax-regression head `p = softmax(W f + b)` trained with SGD + momentum on
-/// cross-entropy. Deterministic for a given seed.
+/// A softmax-regression head `p = softmax(W f/s + b)` trained with SGD + momentum on
+/// cross-entropy, where `s` is the mean L2 norm of the training features: the step size then
+/// means the same whatever the encoder's output scale. Deterministic for a given seed.
 #[derive(Clone, Debug)]
 pub struct LinearHead {
     pub w: Array2<f32>,
     pub b: Array1<f32>,
+    /// Feature scale `s` (mean row norm of the training features).
+    pub scale: f32,
 }
 
 impl LinearHead {
@@ -61,6 +64,10 @@ impl LinearHead {
         if n == 0 || n != labels.len() {
             return Err(CoreError::data("training set", format!("{n} rows for {} labels", labels.len())));
         }
+        let norms: f32 = features.rows().into_iter().map(|r| r.dot(&r).sqrt()).sum::<f32>() / n as f32;
+        let scale = if norms > 0.0 && norms.is_finite() { norms } else { 1.0 };
+        let features = features.mapv(|v| v / scale);
+        let features = features.view();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // PyTorch's default Linear init: U(−1/√d, 1/√d).
         let bound = 1.0 / (d as f32).sqrt();
@@ -97,11 +104,11 @@ impl LinearHead {
             w.scaled_add(-p.lr, &vw);
             b.scaled_add(-p.lr, &vb);
         }
-        Ok(LinearHead { w, b })
+        Ok(LinearHead { w, b, scale })
     }
 
     pub fn predict(&self, features: ArrayView2<f32>) -> Vec<u32> {
-        let logits = features.dot(&self.w.t()) + &self.b;
+        let logits = features.dot(&self.w.t()) / self.scale + &self.b;
         logits
             .rows()
             .into_iter()

@@ -117,7 +117,7 @@ impl Default for DistillConfig {
             method: Method::DmDc,
             spc: 1,
             steps: 200,
-            lr: 0.01,
+            lr: 0.1,
             timestep: 50,
             seed: 0,
             real_batch: 256,
@@ -383,9 +383,12 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
 
     if cfg.method.optimises() {
         let store = store.as_ref().expect("built above");
+        // Features are divided by their mean norm over the real cells (see FeatureStore).
+        let fscale = store.mean_norm;
         let real_means = Tensor::from_slice(&store.class_means.concat())
             .reshape([n_classes as i64, job.latent_dim as i64])
-            .to_device(device);
+            .to_device(device)
+            / fscale;
         let rms = f64::try_from(init.square().mean(Kind::Float).sqrt())?;
         let lr = cfg.lr * rms.max(1e-8);
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
@@ -399,7 +402,7 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
             // ∂L/∂S on a detached S (memory trick, §III-C-4).
             let s = if codes { tch::no_grad(|| model.generate(&var, &t, &classes_t))? } else { var.shallow_clone() };
             let s_leaf = s.detach().set_requires_grad(true);
-            let feats = model.encode(&s_leaf, false)?;
+            let feats = model.encode(&s_leaf, false)? / fscale;
             let mut loss = Tensor::zeros([], (Kind::Float, device));
             let (mut dm_v, mut dc_v) = (0.0, 0.0);
             if cfg.method.uses_dm() {
@@ -418,7 +421,7 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
                     let k = cfg.real_batch.min(rows.len());
                     let pick: Vec<usize> = rows.choose_multiple(&mut srng, k).copied().collect();
                     let f = store.read(&pick)?;
-                    real.push(Tensor::from_slice(&f).reshape([k as i64, job.latent_dim as i64]).to_device(device));
+                    real.push(Tensor::from_slice(&f).reshape([k as i64, job.latent_dim as i64]).to_device(device) / fscale);
                 }
                 let dc = matching::dc_loss(&head.0, &head.1, &feats, &slices, &real);
                 dc_v = f64::try_from(&dc)?;
@@ -451,7 +454,7 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
             if cfg.method.uses_dc() && cfg.head_steps > 0 {
                 let f = tch::no_grad(|| -> Result<Tensor> {
                     let s = if codes { model.generate(&var, &t, &classes_t)? } else { var.shallow_clone() };
-                    model.encode(&s, false)
+                    Ok(model.encode(&s, false)? / fscale)
                 })?;
                 for _ in 0..cfg.head_steps {
                     matching::train_head_step(&mut head.0, &mut head.1, &f, &classes_t, cfg.head_lr);

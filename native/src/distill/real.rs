@@ -81,6 +81,9 @@ pub struct FeatureStore {
     pub class_means: Vec<Vec<f32>>,
     /// Rows of each class.
     pub class_rows: Vec<Vec<usize>>,
+    /// Mean L2 norm of the features: matching divides every feature by it, so losses and step
+    /// sizes do not depend on the encoder's output scale.
+    pub mean_norm: f64,
 }
 
 impl FeatureStore {
@@ -105,6 +108,7 @@ impl FeatureStore {
                 class_rows[*c as usize].push(r);
             }
         }
+        let mut norm_sum = 0f64;
         let mut start = 0;
         while start < n {
             let end = (start + CHUNK_ROWS).min(n);
@@ -114,6 +118,7 @@ impl FeatureStore {
                 bail!("encoder returned {} values for {} rows of width {dim}", f.len(), end - start);
             }
             for (k, row) in f.chunks_exact(dim).enumerate() {
+                norm_sum += row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
                 if let Some(c) = class_of[start + k] {
                     for (s, v) in sums[c as usize].iter_mut().zip(row) {
                         *s += *v as f64;
@@ -135,7 +140,8 @@ impl FeatureStore {
             .map(|(s, rows)| s.iter().map(|v| (v / rows.len().max(1) as f64) as f32).collect())
             .collect();
         let file = File::open(path)?;
-        Ok(FeatureStore { path: path.to_path_buf(), file, dim, n_rows: n, class_means, class_rows })
+        let mean_norm = if n > 0 && norm_sum > 0.0 { norm_sum / n as f64 } else { 1.0 };
+        Ok(FeatureStore { path: path.to_path_buf(), file, dim, n_rows: n, class_means, class_rows, mean_norm })
     }
 
     /// Feature rows `rows`, row-major.
