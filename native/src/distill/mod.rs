@@ -244,16 +244,6 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?)
 }
 
-/// Peak resident memory of this process (VmHWM), MB.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 fn step_rng(seed: u64, step: usize, stream: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     r.set_stream(stream.wrapping_mul(1_000_003).wrapping_add(step as u64));
@@ -505,7 +495,7 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
 }
 
 fn finish(mut log: RunLog) -> RunLog {
-    log.peak_rss_mb = peak_rss_mb();
+    log.peak_rss_mb = crate::train::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0));
     log
 }
 
