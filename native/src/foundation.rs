@@ -15,6 +15,24 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// What the foundation model is and how it is fitted.
+///
+/// Defaults were chosen by held-out reconstruction on pbmc3k (13k genes) and the pancreas
+/// data (1.5k genes), 70 % training splits, 10 % of that held out:
+///
+/// | variant (pbmc3k)                         | held-out MSE | per-cell Pearson | gene-mean r |
+/// |------------------------------------------|-------------:|-----------------:|------------:|
+/// | class-mean cell (baseline to beat)       | 0.1413       | 0.7215           |             |
+/// | **[512,512], Softplus, MSE (default)**   | 0.1387       | 0.7270           | 0.926       |
+/// | [1024,1024]                              | 0.1388       | 0.7268           | 0.924       |
+/// | input dropout 0.2 / dropout 0.1          | 0.1391/0.1386| 0.7260/0.7269    | 0.926/0.925 |
+/// | lr ×0.3 on plateau (77 epochs)           | 0.1388       | 0.7263           | 0.926       |
+/// | ReLU output (exact zeros)                | 0.1438       | 0.7193           | 0.912       |
+/// | non-zero weight 1 in the loss            | 0.1515       | 0.7141           | 0.909       |
+///
+/// Pancreas (default): MSE 0.578, Pearson 0.804 against the class-mean cell's 0.659 / 0.773.
+/// Plain MSE on log-normalised values makes the decoder predict E[log1p(x) | z], the quantity a
+/// log-space class mean estimates; the Softplus keeps it non-negative without dead outputs.
+/// Training stops early on the held-out loss (pbmc3k: ~38 epochs, pancreas: ~45).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FoundationConfig {
     /// Encoder hidden sizes (the decoder mirrors them).
@@ -55,7 +73,7 @@ impl Default for FoundationConfig {
             lr: 1e-3,
             weight_decay: 0.01,
             batch_size: 128,
-            max_epochs: 30,
+            max_epochs: 50,
             patience: 5,
             val_fraction: 0.1,
             lr_decay: 1.0,
