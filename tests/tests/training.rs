@@ -286,6 +286,9 @@ fn cli_trains_generates_and_reports() {
     assert_eq!(cells.genes, gen.genes);
     let labels = cells.obs.labels("cell_type").unwrap();
     assert_eq!(labels.classes, vec![class.clone()]);
+    // generated cells declare their expression space and load back as model input unchanged
+    let back = scdd::prep::load_model_input(Path::new(&p("cells.h5ad")), &Default::default(), &gen.genes, &gen.spec.space).unwrap();
+    assert_eq!(back.data.x, cells.x);
     run_ok(&["generate", &p("gen.scddg"), "--class", "all", "-n", "2", "--single-step", "50", "-o", &p("all.h5ad"), "--device", "cpu"]);
     assert_eq!(scdd::h5ad::read_h5ad(Path::new(&p("all.h5ad")), &Default::default()).unwrap().n_cells(), 2 * gen.classes.len());
     // errors: an unknown class, CUDA without a GPU, resume without a checkpoint

@@ -108,6 +108,7 @@ pub fn run(a: Args) -> Result<()> {
             bundle.spec.space.target_sum, a.min_value
         ),
     );
+    uns.insert(crate::prep::SPACE_KEY.to_string(), crate::prep::space_tag(&bundle.spec.space));
     uns.insert("scdd_generator_id".to_string(), bundle.generator_id());
     uns.insert("scdd_sampler".to_string(), sampler.to_string());
     uns.insert("scdd_seed".to_string(), a.seed.to_string());
