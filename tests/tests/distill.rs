@@ -48,8 +48,7 @@ fn args(gen: &Path, out: PathBuf, method: Method, spc: usize, steps: usize) -> A
         resume: false,
         checkpoint_every: 0,
         work_dir: None,
-        layer: None,
-        raw: false,
+        matrix: Default::default(),
         stop_after: None,
         quiet: true,
     }

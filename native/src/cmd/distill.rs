@@ -3,7 +3,7 @@ use crate::cmd::decode::{load_bundle, synthetic_dataset};
 use crate::device::DeviceArg;
 use crate::distill::real::CellSource;
 use crate::distill::{self, check_output_kind, DistillConfig, Job, Method, RunLog, Synthetic};
-use crate::h5ad::{self, MatrixSource, ReadOptions};
+use crate::h5ad;
 use crate::{fsutil, nn::TchModel};
 use anyhow::{Context, Result};
 use ndarray::Array2;
@@ -59,12 +59,8 @@ pub struct Args {
     /// Scratch space for the real-feature store and checkpoints (default: next to --out).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Read `layers/NAME` instead of X.
-    #[arg(long, conflicts_with = "raw")]
-    pub layer: Option<String>,
-    /// Read `raw/X` instead of X.
-    #[arg(long)]
-    pub raw: bool,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
     /// Stop after this many steps in total, leaving a checkpoint for --resume.
     #[arg(long)]
     pub stop_after: Option<usize>,
@@ -117,7 +113,7 @@ pub fn distill_to_file(a: &Args, bundle: &GeneratorBundle) -> Result<RunLog> {
         .clone()
         .or_else(|| (!bundle.label_column.is_empty()).then(|| bundle.label_column.clone()))
         .context("--label is needed: the bundle names no label column")?;
-    let opts = ReadOptions::matrix(MatrixSource::from_flags(a.layer.as_deref(), a.raw));
+    let opts = a.matrix.read_options();
     let source = CellSource::open(&a.train, &opts, &bundle.genes, &bundle.spec.space)?;
     let obs = source.reader.read_obs()?;
     let labels = obs.labels(&label).with_context(|| a.train.display().to_string())?;

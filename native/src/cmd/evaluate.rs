@@ -1,7 +1,7 @@
 //! `scdd evaluate`: train the default evaluator on a synthetic set, test on real cells.
 use crate::cmd::decode::{decode, load_bundle, load_codes};
 use crate::evaluation::{evaluate_default, render, TestSet};
-use crate::h5ad::{MatrixSource, ReadOptions};
+use crate::h5ad::ReadOptions;
 use crate::{fsutil, prep};
 use anyhow::{bail, Context, Result};
 use scdd_core::evaluate::SgdParams;
@@ -32,12 +32,8 @@ pub struct Args {
     /// Learning rate of the linear head.
     #[arg(long, default_value_t = SgdParams::default().lr)]
     pub lr: f32,
-    /// Read the test cells from `layers/NAME`.
-    #[arg(long, conflicts_with = "raw")]
-    pub layer: Option<String>,
-    /// Read the test cells from `raw/X`.
-    #[arg(long)]
-    pub raw: bool,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -72,7 +68,7 @@ pub fn run(a: Args) -> Result<()> {
     let train_labels: Vec<u32> = keep.iter().map(|&i| train_ids[i].unwrap()).collect();
     let train_x = train_in.data.x.dense_rows(&keep);
 
-    let opts = ReadOptions::matrix(MatrixSource::from_flags(a.layer.as_deref(), a.raw));
+    let opts = a.matrix.read_options();
     let test_in = prep::load_model_input(&a.test, &opts, &bundle.genes, &bundle.spec.space)?;
     eprintln!("test set {}: {}", a.test.display(), prep::describe(&test_in));
     let field = a.test.display().to_string();

@@ -1,6 +1,6 @@
 //! `scdd inspect DATA.h5ad`: what a file holds — shape, sparsity, count type, obs columns
 //! (with class counts for categoricals) and a sample of gene names — as a table or JSON.
-use crate::h5ad::{H5adReader, MatrixSource, ReadOptions};
+use crate::h5ad::H5adReader;
 use anyhow::Result;
 use scdd_core::dataset::Dataset;
 use scdd_core::obs::Column;
@@ -20,15 +20,8 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Inspect layers/NAME instead of X.
-    #[arg(long, value_name = "NAME", conflicts_with = "raw")]
-    pub layer: Option<String>,
-    /// Inspect raw/X (gene names from raw/var).
-    #[arg(long)]
-    pub raw: bool,
-    /// Take gene names from this var column instead of the var index.
-    #[arg(long, value_name = "COLUMN")]
-    pub gene_symbols: Option<String>,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
 }
 
 /// A class and its number of cells.
@@ -96,10 +89,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Reads the file and builds the report.
 pub fn inspect(args: &Args) -> Result<Report> {
-    let opts = ReadOptions {
-        matrix: MatrixSource::from_flags(args.layer.as_deref(), args.raw),
-        gene_symbols: args.gene_symbols.clone(),
-    };
+    let opts = args.matrix.read_options();
     let reader = H5adReader::open(&args.data, &opts)?;
     let ds = reader.read_dataset()?;
     let info = reader.info();

@@ -6,7 +6,7 @@
 //! written to temporary names and renamed only when all three are complete, so a failed run
 //! leaves no outputs behind.
 use crate::fsutil;
-use crate::h5ad::{read_h5ad, write_h5ad, MatrixSource, ReadOptions};
+use crate::h5ad::{read_h5ad, write_h5ad};
 use anyhow::{bail, Context, Result};
 use scdd_core::preprocess::{
     check_non_negative, detect_count_type, qc_filter, stratified_split, QcParams, QcReport, SplitParams,
@@ -37,15 +37,8 @@ pub struct Args {
     /// QC: drop genes detected in fewer cells (after the cell filter).
     #[arg(long, default_value_t = 3)]
     pub min_cells: u64,
-    /// Split layers/NAME instead of X.
-    #[arg(long, value_name = "NAME", conflicts_with = "raw")]
-    pub layer: Option<String>,
-    /// Split raw/X (gene names from raw/var).
-    #[arg(long)]
-    pub raw: bool,
-    /// Take gene names from this var column instead of the var index.
-    #[arg(long, value_name = "COLUMN")]
-    pub gene_symbols: Option<String>,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
 }
 
 /// `split.json`.
@@ -121,8 +114,8 @@ pub fn split(args: &Args) -> Result<SplitSummary> {
     if args.min_counts.is_nan() || args.min_counts < 0.0 {
         bail!("--min-counts {}: must be >= 0", args.min_counts);
     }
-    let source = MatrixSource::from_flags(args.layer.as_deref(), args.raw);
-    let opts = ReadOptions { matrix: source.clone(), gene_symbols: args.gene_symbols.clone() };
+    let source = args.matrix.source();
+    let opts = args.matrix.read_options();
     let ds = read_h5ad(&args.data, &opts)?;
     let matrix = source.to_string();
 

@@ -1,7 +1,7 @@
 //! `scdd train-foundation TRAIN.h5ad -o fm.scddg [--label COL]`: fits the foundation
 //! autoencoder and writes a foundation bundle (encoder + decoder) plus `fm.scddg.report.json`.
 use crate::foundation::{train_foundation, FoundationConfig, TrainData};
-use crate::h5ad::{read_h5ad, MatrixSource, ReadOptions};
+use crate::h5ad::{read_h5ad, ReadOptions};
 use crate::train::{Outcome, RunArgs};
 use anyhow::{bail, Context, Result};
 use scdd_core::graph::Activation;
@@ -78,15 +78,8 @@ pub struct Args {
     /// Drop genes detected in fewer cells from the model's gene list.
     #[arg(long, default_value_t = 3)]
     pub min_cells: u64,
-    /// Read layers/NAME instead of X.
-    #[arg(long, value_name = "NAME", conflicts_with = "raw")]
-    pub layer: Option<String>,
-    /// Read raw/X (gene names from raw/var).
-    #[arg(long)]
-    pub raw: bool,
-    /// Take gene names from this var column instead of the var index.
-    #[arg(long, value_name = "COLUMN")]
-    pub gene_symbols: Option<String>,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -151,7 +144,7 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = a.config();
     cfg.validate()?;
     let ctl = a.run.control(&a.out, 500)?;
-    let opts = ReadOptions { matrix: MatrixSource::from_flags(a.layer.as_deref(), a.raw), gene_symbols: a.gene_symbols.clone() };
+    let opts = a.matrix.read_options();
     let data = load_training_data(&a.data, &opts, a.label.as_deref(), a.min_cells)?;
     if !a.run.quiet {
         eprintln!("{}: {} cells × {} genes (genes detected in >= {} cells)", a.data.display(), data.x.n_rows(), data.x.n_cols(), a.min_cells);

@@ -4,7 +4,7 @@
 //! quality report `gen.scddg.report.json`.
 use crate::cmd::train_foundation::report_path;
 use crate::generator::{train_generator, GenData, GeneratorConfig};
-use crate::h5ad::{MatrixSource, ReadOptions};
+use crate::h5ad::ReadOptions;
 use crate::train::{Outcome, RunArgs};
 use anyhow::{Context, Result};
 use scdd_core::bundle::GeneratorBundle;
@@ -63,15 +63,8 @@ pub struct Args {
     /// Sampler of the quality report: ddpm, ddim, ddim:K or single:T.
     #[arg(long, default_value = "ddpm")]
     pub report_sampler: crate::generator::Sampler,
-    /// Read layers/NAME instead of X.
-    #[arg(long, value_name = "NAME", conflicts_with = "raw")]
-    pub layer: Option<String>,
-    /// Read raw/X (gene names from raw/var).
-    #[arg(long)]
-    pub raw: bool,
-    /// Take gene names from this var column instead of the var index.
-    #[arg(long, value_name = "COLUMN")]
-    pub gene_symbols: Option<String>,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -145,7 +138,7 @@ pub fn run(a: Args) -> Result<()> {
     cfg.validate()?;
     let ctl = a.run.control(&a.out, 1000)?;
     let foundation = load_bundle(&a.foundation)?;
-    let opts = ReadOptions { matrix: MatrixSource::from_flags(a.layer.as_deref(), a.raw), gene_symbols: a.gene_symbols.clone() };
+    let opts = a.matrix.read_options();
     let (data, alignment) = load_gen_data_aligned(&a.data, &opts, &foundation, &a.label, a.run.quiet)?;
     match train_generator(&foundation, &data, &cfg, &ctl, !a.no_encoder)? {
         Outcome::Interrupted { step } => {
