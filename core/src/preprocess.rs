@@ -321,7 +321,15 @@ fn on_count_lattice(x: &CsrMatrix, rows: &[usize], logged: bool) -> bool {
 /// values of unknown normalisation, naming `field`.
 pub fn to_log_normalized(x: &mut CsrMatrix, target_sum: f32, field: &str) -> Result<CountType> {
     let kind = detect_count_type(x);
-    match &kind {
+    to_log_normalized_as(x, &kind, target_sum, field)?;
+    Ok(kind)
+}
+
+/// As [`to_log_normalized`] with the kind of values already known, e.g. detected once on a
+/// sample of a whole file and then applied to each chunk or row subset read from it (detection
+/// on a handful of rows is unreliable).
+pub fn to_log_normalized_as(x: &mut CsrMatrix, kind: &CountType, target_sum: f32, field: &str) -> Result<()> {
+    match kind {
         CountType::RawCounts => {
             normalize_total(x, target_sum);
             log1p(x);
@@ -349,7 +357,7 @@ pub fn to_log_normalized(x: &mut CsrMatrix, target_sum: f32, field: &str) -> Res
             ))
         }
     }
-    Ok(kind)
+    Ok(())
 }
 
 fn rescale_log_normalized(x: &mut CsrMatrix, target_sum: f32) {

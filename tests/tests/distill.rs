@@ -3,7 +3,8 @@
 //! files refuse the wrong generator, baselines are what they claim.
 use scdd::cmd::distill::{distill_to_file, Args};
 use scdd::distill::Method;
-use scdd::h5ad::{read_h5ad, ReadOptions};
+use scdd::distill::real::CellSource;
+use scdd::h5ad::{read_h5ad, MatrixSource, ReadOptions};
 use scdd::nn::TchModel;
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::codes::LatentCodes;
@@ -168,4 +169,24 @@ fn baselines_write_cells() {
     }
     let e = distill_to_file(&args(&gen, dir.path().join("x.scdd"), Method::Random, 1, 0), &bundle).unwrap_err();
     assert!(e.to_string().contains("give --out a .h5ad path"), "{e}");
+}
+
+/// What a file holds is detected once on the whole file, so any row subset (a single cell, a
+/// class of six) is prepared exactly as the same rows of the full matrix. pbmc68k_reduced's
+/// raw/X is log-normalised over a 765-gene subset, so row totals vary and detection on a few
+/// rows alone fails.
+#[test]
+fn row_subsets_prepare_like_the_whole_file() {
+    let data = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/pbmc68k_reduced_scanpy.h5ad"));
+    let opts = ReadOptions::matrix(MatrixSource::Raw);
+    let ds = read_h5ad(data, &opts).unwrap();
+    let src = CellSource::open(data, &opts, &ds.genes, &ExpressionSpace::default()).unwrap();
+    assert!(matches!(src.kind, scdd_core::preprocess::CountType::LogNormalized { .. }), "{}", src.kind);
+    let full = src.range(0..ds.n_cells()).unwrap();
+    let singles = (0..ds.n_cells()).map(|r| vec![r]);
+    let pairs = (0..ds.n_cells() - 1).step_by(7).map(|r| vec![r + 1, r]);
+    for rows in singles.chain(pairs).chain([(0..40).collect(), vec![699, 1, 350]]) {
+        let sub = src.rows(&rows).unwrap_or_else(|e| panic!("rows {rows:?}: {e:#}"));
+        assert_eq!(sub, full.select_rows(&rows), "rows {rows:?}");
+    }
 }

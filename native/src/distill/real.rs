@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 /// Rows of the training file read and encoded at a time.
 pub const CHUNK_ROWS: usize = 2048;
+/// Rows sampled (evenly spaced) to detect what the file holds.
+const DETECT_ROWS: usize = 2000;
 
 /// Reads training cells by row and turns them into model input (log-normalised, genes in the
 /// model's order).
@@ -25,6 +27,8 @@ pub struct CellSource {
     n_model_genes: usize,
     space: ExpressionSpace,
     pub overlap: usize,
+    /// What the file holds, detected once on evenly spaced rows of the whole file.
+    pub kind: preprocess::CountType,
     field: String,
 }
 
@@ -44,19 +48,20 @@ impl CellSource {
                 model_genes.len()
             );
         }
-        Ok(CellSource {
-            reader,
-            map,
-            n_model_genes: model_genes.len(),
-            space: space.clone(),
-            overlap,
-            field: format!("{}:{}", path.display(), opts.matrix),
-        })
+        let field = format!("{}:{}", path.display(), opts.matrix);
+        let n = reader.n_rows();
+        let sample: Vec<usize> = (0..n).step_by((n / DETECT_ROWS).max(1)).collect();
+        let mut x = reader.read_row_indices(&sample)?;
+        preprocess::check_non_negative(&x, &field)?;
+        let kind = preprocess::detect_count_type(&x);
+        // Refuses scaled values and values of unknown normalisation here, naming the file.
+        preprocess::to_log_normalized_as(&mut x, &kind, space.target_sum, &field)?;
+        Ok(CellSource { reader, map, n_model_genes: model_genes.len(), space: space.clone(), overlap, kind, field })
     }
 
     fn prepare(&self, mut x: CsrMatrix) -> Result<CsrMatrix> {
         preprocess::check_non_negative(&x, &self.field)?;
-        preprocess::to_log_normalized(&mut x, self.space.target_sum, &self.field)?;
+        preprocess::to_log_normalized_as(&mut x, &self.kind, self.space.target_sum, &self.field)?;
         Ok(x.remap_cols(&self.map, self.n_model_genes))
     }
 
