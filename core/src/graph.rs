@@ -281,7 +281,7 @@ impl DenoiserSpec {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.hidden.is_empty() || self.emb_dim == 0 || self.emb_dim % 2 != 0 || self.n_classes == 0 {
+        if self.hidden.is_empty() || self.emb_dim == 0 || !self.emb_dim.is_multiple_of(2) || self.n_classes == 0 {
             return Err(CoreError::param(
                 "denoiser",
                 format!("hidden={:?} emb_dim={} n_classes={}", self.hidden, self.emb_dim, self.n_classes),

@@ -267,9 +267,9 @@ impl CsrMatrix {
         let all_cols = n_cols as usize == self.n_cols;
         let (mut w, mut r_out) = (0usize, 0usize);
         let mut start = 0usize; // old start of row r (indptr[r] may already be overwritten)
-        for r in 0..self.n_rows {
+        for (r, &keep) in keep_rows.iter().enumerate() {
             let end = self.indptr[r + 1] as usize;
-            if keep_rows[r] {
+            if keep {
                 if all_cols {
                     self.indices.copy_within(start..end, w);
                     self.data.copy_within(start..end, w);

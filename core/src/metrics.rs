@@ -25,9 +25,9 @@ pub fn classification_report(truth: &[u32], predicted: &[u32], n_classes: usize)
     let accuracy = if truth.is_empty() { f64::NAN } else { correct as f64 / truth.len() as f64 };
     let mut per_class_accuracy = Vec::with_capacity(n_classes);
     let mut f1s = Vec::new();
-    for c in 0..n_classes {
-        let tp = confusion[c][c] as f64;
-        let support: u64 = confusion[c].iter().sum();
+    for (c, row) in confusion.iter().enumerate() {
+        let tp = row[c] as f64;
+        let support: u64 = row.iter().sum();
         let predicted_c: u64 = (0..n_classes).map(|r| confusion[r][c]).sum();
         per_class_accuracy.push(if support == 0 { f64::NAN } else { tp / support as f64 });
         if support > 0 {

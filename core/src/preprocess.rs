@@ -152,7 +152,7 @@ pub fn ln_1p_f32(x: f32) -> f32 {
 /// Values [`ln_1p_core`] handles: 1e-4 ≤ |x| < 1e30 and x > −1.
 #[inline(always)]
 fn ln_1p_common(x: f32) -> bool {
-    (x >= 1e-4 && x < 1e30) | (x <= -1e-4 && x > -1.0)
+    (1e-4..1e30).contains(&x) | (x <= -1e-4 && x > -1.0)
 }
 
 #[inline(always)]

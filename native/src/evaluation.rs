@@ -40,6 +40,7 @@ impl TestSet {
 
 /// Trains the default evaluator `repeats` times (seeds `seed..seed+repeats`) on `x`/`labels`
 /// and scores each on `test`.
+#[allow(clippy::too_many_arguments)] // the model, the training set (x, labels, classes), the test set and the plan
 pub fn evaluate_default(
     model: &CpuModel,
     x: ArrayView2<f32>,

@@ -101,7 +101,7 @@ impl FoundationConfig {
         if self.max_epochs == 0 {
             bail!("--epochs must be at least 1");
         }
-        if !(self.lr > 0.0) {
+        if self.lr.is_nan() || self.lr <= 0.0 {
             bail!("--lr {}: must be > 0", self.lr);
         }
         Ok(())
@@ -468,7 +468,7 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
         st.loss_sum += lv;
         st.loss_n += 1;
         progress.tick(step, cells_done, lv);
-        if step % spe == 0 {
+        if step.is_multiple_of(spe) {
             let epoch = (step / spe) as usize;
             let train_loss = st.loss_sum / st.loss_n.max(1) as f64;
             st.loss_sum = 0.0;
@@ -505,7 +505,7 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
             ));
             st.history.push(log);
         }
-        if ctl.checkpoint_every > 0 && step % ctl.checkpoint_every == 0 {
+        if ctl.checkpoint_every > 0 && step.is_multiple_of(ctl.checkpoint_every) {
             save(step, &st, &opt, &best)?;
         }
         if ctl.stop_after == Some(step) && step < total && !st.stopped_early {

@@ -62,7 +62,7 @@ impl GeneratorConfig {
         if self.hidden.is_empty() || self.hidden.contains(&0) {
             bail!("--hidden {:?}: need at least one layer, sizes >= 1", self.hidden);
         }
-        if self.emb_dim == 0 || self.emb_dim % 2 != 0 {
+        if self.emb_dim == 0 || !self.emb_dim.is_multiple_of(2) {
             bail!("--emb-dim {}: must be even and >= 2", self.emb_dim);
         }
         self.schedule.validate().context("noise schedule")?;
@@ -328,14 +328,14 @@ pub fn train_generator(
         st.loss_sum += lv;
         st.loss_n += 1;
         progress.tick(step, done, lv);
-        if step % log_every == 0 || step == cfg.steps {
+        if step.is_multiple_of(log_every) || step == cfg.steps {
             let mean = st.loss_sum / st.loss_n.max(1) as f64;
             st.history.push((step, mean));
             st.loss_sum = 0.0;
             st.loss_n = 0;
             progress.log(&format!("step {step:>6}: denoising loss {mean:.6}"));
         }
-        if ctl.checkpoint_every > 0 && step % ctl.checkpoint_every == 0 {
+        if ctl.checkpoint_every > 0 && step.is_multiple_of(ctl.checkpoint_every) {
             save(step, &st, &opt, &ema)?;
         }
         if ctl.stop_after == Some(step) && step < cfg.steps {

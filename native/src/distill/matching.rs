@@ -24,7 +24,7 @@ pub fn dm_loss(feat_syn: &Tensor, slices: &[ClassSlice], real_means: &Tensor) ->
     for s in slices {
         let mean_syn = feat_syn.narrow(0, s.start, s.len).mean_dim(Some([0i64].as_slice()), false, Kind::Float);
         let diff = real_means.get(s.class) - mean_syn;
-        total = total + diff.square().sum(Kind::Float);
+        total += diff.square().sum(Kind::Float);
     }
     total
 }
@@ -53,7 +53,7 @@ pub fn dc_loss(w: &Tensor, b: &Tensor, feat_syn: &Tensor, slices: &[ClassSlice],
     for (s, real) in slices.iter().zip(real_feats) {
         let g_real = head_weight_grad(w, b, real, s.class).detach();
         let g_syn = head_weight_grad(w, b, &feat_syn.narrow(0, s.start, s.len), s.class);
-        total = total + gradient_distance(&g_syn, &g_real);
+        total += gradient_distance(&g_syn, &g_real);
     }
     total
 }

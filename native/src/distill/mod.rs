@@ -137,7 +137,7 @@ impl DistillConfig {
         if self.timestep > schedule_steps {
             bail!("--timestep {} is beyond the generator's {} diffusion steps", self.timestep, schedule_steps);
         }
-        if !(self.lr > 0.0) {
+        if self.lr.is_nan() || self.lr <= 0.0 {
             bail!("--lr must be positive, got {}", self.lr);
         }
         Ok(())
@@ -401,7 +401,7 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
                 if norm.0.is_nan() {
                     norm.0 = dm_v.max(1e-12);
                 }
-                loss = loss + dm / norm.0;
+                loss += dm / norm.0;
             }
             if cfg.method.uses_dc() {
                 let mut srng = step_rng(cfg.seed, step, 1);
@@ -418,7 +418,7 @@ pub fn distill(cfg: &DistillConfig, job: &Job) -> Result<(Synthetic, RunLog)> {
                 if norm.1.is_nan() {
                     norm.1 = dc_v.max(1e-12);
                 }
-                loss = loss + dc / norm.1;
+                loss += dc / norm.1;
             }
             let total = f64::try_from(&loss)?;
             let g_s = Tensor::run_backward(&[&loss], &[&s_leaf], false, false).pop().expect("one input");
