@@ -94,6 +94,36 @@ impl Stack {
             _ => None,
         })
     }
+    /// One line for people: the widths of its linear layers and the other operations in order
+    /// of first use, e.g. `1501 → 512 → 128 (BatchNorm1d, PReLU, L2Normalize)`.
+    pub fn summary(&self) -> String {
+        let mut widths: Vec<usize> = self.in_dim().into_iter().collect();
+        let mut ops: Vec<String> = Vec::new();
+        for l in &self.layers {
+            let op = match l {
+                Layer::Linear { out_dim, .. } => {
+                    widths.push(*out_dim);
+                    continue;
+                }
+                Layer::BatchNorm1d { .. } => "BatchNorm1d".to_string(),
+                Layer::LayerNorm { .. } => "LayerNorm".to_string(),
+                Layer::PRelu { .. } => "PReLU".to_string(),
+                Layer::Act(a) => format!("{a:?}"),
+                Layer::Dropout { .. } => "Dropout".to_string(),
+                Layer::L2Normalize { .. } => "L2Normalize".to_string(),
+            };
+            if !ops.contains(&op) {
+                ops.push(op);
+            }
+        }
+        let chain = widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" → ");
+        if ops.is_empty() {
+            chain
+        } else {
+            format!("{chain} ({})", ops.join(", "))
+        }
+    }
+
     /// Every parameter: full name and shape.
     pub fn params(&self) -> Vec<(String, Vec<usize>)> {
         let mut out = Vec::new();
@@ -392,6 +422,7 @@ mod tests {
         assert_eq!((enc.in_dim(), enc.out_dim()), (Some(100), Some(16)));
         let names: Vec<_> = enc.params().into_iter().map(|p| p.0).collect();
         assert!(names.contains(&"encoder.1.weight".to_string()), "{names:?}");
+        assert_eq!(enc.summary(), "100 → 64 → 32 → 16 (Dropout, BatchNorm1d, PReLU, L2Normalize)");
         let bad = Stack {
             prefix: "x".into(),
             layers: vec![Layer::Linear { in_dim: 3, out_dim: 4, bias: true }, Layer::LayerNorm { dim: 5, eps: 1e-5 }],

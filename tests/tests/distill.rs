@@ -1,6 +1,8 @@
 //! Distillation on real cells (pancreas E15.5) with a small, randomly initialised generator:
 //! the mechanics — loss goes down, resume equals an uninterrupted run, seeds reproduce, code
 //! files refuse the wrong generator, baselines are what they claim.
+mod common;
+
 use scdd::cmd::distill::{distill_to_file, Args};
 use scdd::distill::Method;
 use scdd::distill::real::CellSource;
@@ -189,4 +191,41 @@ fn row_subsets_prepare_like_the_whole_file() {
         let sub = src.rows(&rows).unwrap_or_else(|e| panic!("rows {rows:?}: {e:#}"));
         assert_eq!(sub, full.select_rows(&rows), "rows {rows:?}");
     }
+}
+
+/// `scdd inspect` recognises code files and bundles by their magic number and says what they
+/// hold; a damaged one gets the format's own error.
+#[test]
+fn inspect_describes_codes_and_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gen, bundle) = write_bundle(dir.path(), 1);
+    let out = dir.path().join("codes.scdd");
+    distill_to_file(&args(&gen, out.clone(), Method::Dm, 2, 3), &bundle).unwrap();
+    let json = |p: &Path| -> serde_json::Value {
+        let o = common::scdd(&["inspect", p.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let c = json(&out);
+    assert_eq!(c["n_codes"], 2 * bundle.classes.len());
+    assert_eq!(c["latent_dim"], 16);
+    assert_eq!(c["spc"], 2);
+    assert_eq!(c["generator_id"], bundle.generator_id());
+    assert_eq!(c["provenance"]["method"], "dm");
+    assert_eq!(c["classes"].as_array().unwrap().len(), bundle.classes.len());
+    let b = json(&gen);
+    assert_eq!(b["generator_id"], bundle.generator_id());
+    assert_eq!(b["n_genes"], bundle.genes.len());
+    assert_eq!(b["decoder"], format!("16 → 64 → {} (BatchNorm1d, PReLU, Softplus)", bundle.genes.len()));
+    assert_eq!(b["parameters"], bundle.tensors.values().map(|t| t.numel()).sum::<usize>());
+
+    let text = common::scdd(&["inspect", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("scdd latent codes") && text.contains(&bundle.generator_id()), "{text}");
+    let bytes = std::fs::read(&out).unwrap();
+    let cut = dir.path().join("cut.scdd");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let o = common::scdd(&["inspect", cut.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("cut.scdd") && err.contains("truncated"), "{err}");
 }

@@ -1,7 +1,11 @@
-//! `scdd inspect DATA.h5ad`: what a file holds — shape, sparsity, count type, obs columns
-//! (with class counts for categoricals) and a sample of gene names — as a table or JSON.
+//! `scdd inspect FILE`: what a file holds, as a table or JSON. An `.h5ad`: shape, sparsity,
+//! count type, obs columns (with class counts for categoricals) and a sample of gene names. A
+//! latent-code file (`.scdd`) or generator bundle (`.scddg`), recognised by its magic number:
+//! what it was made from and what it needs or decodes.
 use crate::h5ad::H5adReader;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use scdd_core::bundle::{self, GeneratorBundle};
+use scdd_core::codes::{self, LatentCodes, Provenance};
 use scdd_core::dataset::Dataset;
 use scdd_core::obs::Column;
 use scdd_core::preprocess::detect_count_type;
@@ -15,7 +19,7 @@ const GENE_SAMPLE: usize = 10;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The AnnData file.
+    /// An AnnData file (.h5ad), a latent-code file (.scdd) or a generator bundle (.scddg).
     pub data: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -78,6 +82,23 @@ pub struct ColumnSummary {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(kind) = scdd_file_kind(&args.data) {
+        let m = &args.matrix;
+        if m.layer.is_some() || m.raw || m.gene_symbols.is_some() {
+            bail!("{}: --layer, --raw and --gene-symbols apply to .h5ad files, not to a {kind}", args.data.display());
+        }
+        let bytes = std::fs::read(&args.data).with_context(|| format!("reading {}", args.data.display()))?;
+        let file = args.data.display().to_string();
+        let with = |e: scdd_core::error::CoreError| anyhow::Error::new(e).context(file.clone());
+        if kind == codes::KIND.name {
+            let r = codes_report(&file, &LatentCodes::from_bytes(&bytes).map_err(with)?, bytes.len());
+            print!("{}", if args.json { serde_json::to_string_pretty(&r)? + "\n" } else { render_codes(&r) });
+        } else {
+            let r = bundle_report(&file, &GeneratorBundle::from_bytes(&bytes).map_err(with)?, bytes.len());
+            print!("{}", if args.json { serde_json::to_string_pretty(&r)? + "\n" } else { render_bundle(&r) });
+        }
+        return Ok(());
+    }
     let report = inspect(&args)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -228,4 +249,158 @@ fn num(x: f64) -> String {
     let digits = (5 - x.abs().log10().floor() as i32).clamp(0, 12) as usize;
     let s = format!("{x:.digits$}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The kind of scdd file `path` starts with (by its magic number), or `None` for anything else,
+/// also an unreadable file (the `.h5ad` reader then names the problem).
+fn scdd_file_kind(path: &std::path::Path) -> Option<&'static str> {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut magic)).ok()?;
+    [codes::KIND, bundle::KIND].into_iter().find(|k| n == 8 && magic == k.magic).map(|k| k.name)
+}
+
+/// `scdd inspect codes.scdd --json`.
+#[derive(Debug, Serialize)]
+pub struct CodesReport {
+    pub file: String,
+    pub bytes: usize,
+    pub n_codes: usize,
+    pub latent_dim: usize,
+    /// `f32` or `f16`.
+    pub dtype: String,
+    pub spc: u32,
+    pub timestep: u32,
+    pub label_column: String,
+    /// Codes per class, for the classes that have any.
+    pub classes: Vec<ClassCount>,
+    /// The generator's classes without codes in this file (a shard of a larger distillation).
+    pub classes_without_codes: Vec<String>,
+    pub generator_id: String,
+    pub provenance: Provenance,
+}
+
+pub fn codes_report(file: &str, c: &LatentCodes, bytes: usize) -> CodesReport {
+    let mut counts = vec![0usize; c.classes.len()];
+    for &l in &c.labels {
+        counts[l as usize] += 1;
+    }
+    let (with, without): (Vec<_>, Vec<_>) = c.classes.iter().cloned().zip(counts).partition(|(_, n)| *n > 0);
+    CodesReport {
+        file: file.to_string(),
+        bytes,
+        n_codes: c.n_codes(),
+        latent_dim: c.latent_dim(),
+        dtype: format!("{:?}", c.codes.dtype).to_lowercase(),
+        spc: c.spc,
+        timestep: c.timestep,
+        label_column: c.label_column.clone(),
+        classes: with.into_iter().map(|(name, cells)| ClassCount { name, cells }).collect(),
+        classes_without_codes: without.into_iter().map(|(name, _)| name).collect(),
+        generator_id: c.generator_id.clone(),
+        provenance: c.provenance.clone(),
+    }
+}
+
+pub fn render_codes(r: &CodesReport) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let p = &r.provenance;
+    let _ = writeln!(o, "file        {} (scdd latent codes, {} bytes)", r.file, r.bytes);
+    let _ = writeln!(o, "codes       {} × {} ({}), {} per class, decoded at timestep {}", r.n_codes, r.latent_dim, r.dtype, r.spc, r.timestep);
+    let parts: Vec<String> = r.classes.iter().map(|k| format!("{}={}", k.name, k.cells)).collect();
+    let _ = writeln!(o, "classes     {} of obs/{}: {}", r.classes.len(), r.label_column, parts.join(", "));
+    if !r.classes_without_codes.is_empty() {
+        let _ = writeln!(o, "no codes    {}", r.classes_without_codes.join(", "));
+    }
+    let _ = writeln!(o, "generator   {} (decode with the bundle of this id)", r.generator_id);
+    let _ = writeln!(o, "method      {}, seed {}", p.method, p.seed);
+    let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !params.is_empty() {
+        let _ = writeln!(o, "parameters  {}", params.join(", "));
+    }
+    let _ = writeln!(o, "source      {} ({} cells × {} genes)", p.source_name, p.source_shape.0, p.source_shape.1);
+    let _ = writeln!(o, "made by     scdd {} at {}", p.scdd_version, p.created);
+    o
+}
+
+/// `scdd inspect gen.scddg --json`.
+#[derive(Debug, Serialize)]
+pub struct BundleReport {
+    pub file: String,
+    pub bytes: usize,
+    /// What latent codes are tied to (covers decoder, denoiser, schedule, genes, classes).
+    pub generator_id: String,
+    pub n_genes: usize,
+    pub genes_sample: Vec<String>,
+    pub latent_dim: usize,
+    /// Input/output space: cells scaled to this total, then log1p.
+    pub target_sum: f32,
+    pub log1p: bool,
+    pub encoder: Option<String>,
+    pub decoder: String,
+    /// `None`: a foundation-only bundle (no generator).
+    pub denoiser: Option<String>,
+    pub schedule: String,
+    pub task_head: Option<String>,
+    pub label_column: String,
+    pub classes: Vec<String>,
+    pub parameters: usize,
+    pub metadata_keys: Vec<String>,
+}
+
+pub fn bundle_report(file: &str, b: &GeneratorBundle, bytes: usize) -> BundleReport {
+    let s = &b.spec;
+    let sch = &s.schedule;
+    BundleReport {
+        file: file.to_string(),
+        bytes,
+        generator_id: b.generator_id(),
+        n_genes: s.n_genes,
+        genes_sample: b.genes.iter().take(GENE_SAMPLE).cloned().collect(),
+        latent_dim: s.latent_dim,
+        target_sum: s.space.target_sum,
+        log1p: s.space.log1p,
+        encoder: s.encoder.as_ref().map(|e| e.summary()),
+        decoder: s.decoder.summary(),
+        denoiser: s.denoiser.as_ref().map(|d| {
+            let hidden: Vec<String> = d.hidden.iter().map(|h| h.to_string()).collect();
+            format!("{} → [{}] → {}, time/class embedding {}, {} classes", d.latent_dim, hidden.join(", "), d.latent_dim, d.emb_dim, d.n_classes)
+        }),
+        schedule: format!("linear β {}…{}, T = {}", sch.beta_min, sch.beta_max, sch.steps),
+        task_head: s.task_head.as_ref().map(|h| h.summary()),
+        label_column: b.label_column.clone(),
+        classes: b.classes.clone(),
+        parameters: b.tensors.values().map(|t| t.numel()).sum(),
+        metadata_keys: b.metadata.keys().cloned().collect(),
+    }
+}
+
+pub fn render_bundle(r: &BundleReport) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let kind = if r.denoiser.is_some() { "generator bundle" } else { "foundation model (no generator)" };
+    let _ = writeln!(o, "file        {} (scdd {kind}, {} bytes, {} parameters)", r.file, r.bytes, r.parameters);
+    let _ = writeln!(o, "id          {}", r.generator_id);
+    let more = r.n_genes.saturating_sub(r.genes_sample.len());
+    let more = if more > 0 { format!(", … {more} more") } else { String::new() };
+    let _ = writeln!(o, "genes       {}: {}{more}", r.n_genes, r.genes_sample.join(", "));
+    let space = if r.log1p { format!("log1p of counts per {} per cell", num(r.target_sum as f64)) } else { format!("counts per {} per cell", num(r.target_sum as f64)) };
+    let _ = writeln!(o, "expression  {space}");
+    let _ = writeln!(o, "encoder     {}", r.encoder.as_deref().unwrap_or("(none: decoding only)"));
+    let _ = writeln!(o, "decoder     {}", r.decoder);
+    if let Some(d) = &r.denoiser {
+        let _ = writeln!(o, "denoiser    {d}");
+        let _ = writeln!(o, "schedule    {}", r.schedule);
+    }
+    if let Some(h) = &r.task_head {
+        let _ = writeln!(o, "task head   {h}");
+    }
+    if !r.classes.is_empty() {
+        let _ = writeln!(o, "classes     {} of obs/{}: {}", r.classes.len(), r.label_column, r.classes.join(", "));
+    }
+    if !r.metadata_keys.is_empty() {
+        let _ = writeln!(o, "metadata    {}", r.metadata_keys.join(", "));
+    }
+    o
 }
