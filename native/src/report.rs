@@ -62,6 +62,10 @@ pub struct ResultEntry {
     pub final_loss: Option<f64>,
     pub distill_steps: Option<usize>,
     pub distill_seconds: Option<f64>,
+    /// Size of what would be shared: the `.scdd` code file (decoded with the generator bundle)
+    /// or, for cell baselines, the synthetic `.h5ad`.
+    #[serde(default)]
+    pub output_bytes: Option<u64>,
     pub files: BTreeMap<String, String>,
 }
 
@@ -72,6 +76,9 @@ pub struct DatasetReport {
     pub label: String,
     pub n_train: usize,
     pub n_test: usize,
+    /// Size of the training split's `.h5ad` (what the distilled files replace).
+    #[serde(default)]
+    pub train_bytes: Option<u64>,
     pub classes: Vec<String>,
     /// Training cells per class (in `classes` order).
     pub train_per_class: Vec<usize>,
@@ -190,6 +197,7 @@ fn entry_from(
         final_loss: None,
         distill_steps: None,
         distill_seconds: None,
+        output_bytes: None,
         files: BTreeMap::new(),
     }
 }
@@ -237,6 +245,7 @@ fn dataset_report(cfg: &Config, d: &DatasetRun, main: Method, out: &Path) -> Res
                 logs.push((r.method, r.spc, log));
             }
         }
+        e.output_bytes = std::fs::metadata(&r.distill_out).ok().map(|m| m.len());
         e.files.insert("distilled".into(), r.distill_out.display().to_string());
         e.files.insert("cells".into(), r.cells.display().to_string());
         e.files.insert("eval".into(), r.eval.display().to_string());
@@ -366,6 +375,7 @@ fn dataset_report(cfg: &Config, d: &DatasetRun, main: Method, out: &Path) -> Res
         label: label.clone(),
         n_train,
         n_test,
+        train_bytes: std::fs::metadata(&d.train).ok().map(|m| m.len()),
         classes: classes.clone(),
         train_per_class,
         results,
@@ -649,19 +659,23 @@ fn markdown(json: &ReportJson, cfg: &Config) -> Result<String> {
             }
             writeln!(s)?;
         }
-        let optimised: Vec<&ResultEntry> = d.results.iter().filter(|e| e.final_loss.is_some()).collect();
-        if !optimised.is_empty() {
-            writeln!(s, "\nDistillation: final loss, steps and time:\n")?;
-            writeln!(s, "| Method | SPC | final loss | steps | time |\n|---|---:|---:|---:|---:|")?;
-            for e in optimised {
+        if !d.results.is_empty() {
+            let train = d.train_bytes.map(|b| format!(" (the training split's .h5ad: {})", fmt_bytes(b))).unwrap_or_default();
+            writeln!(s, "\nDistillation: what is shared, its size{train}, final loss, steps and time:\n")?;
+            writeln!(s, "| Method | SPC | shared file | size | final loss | steps | time |\n|---|---:|---|---:|---:|---:|---:|")?;
+            for e in &d.results {
+                let file = e.files.get("distilled").and_then(|f| Path::new(f).extension()).map(|x| x.to_string_lossy().into_owned());
+                let dash = || "—".to_string();
                 writeln!(
                     s,
-                    "| {} | {} | {:.4} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} |",
                     e.label,
                     e.spc.unwrap_or(0),
-                    e.final_loss.unwrap_or(f64::NAN),
-                    e.distill_steps.unwrap_or(0),
-                    fmt_secs(e.distill_seconds.unwrap_or(0.0))
+                    file.map(|x| format!(".{x}")).unwrap_or_else(dash),
+                    e.output_bytes.map(fmt_bytes).unwrap_or_else(dash),
+                    e.final_loss.map(|l| format!("{l:.4}")).unwrap_or_else(dash),
+                    e.distill_steps.filter(|_| e.final_loss.is_some()).map(|n| n.to_string()).unwrap_or_else(dash),
+                    e.distill_seconds.map(fmt_secs).unwrap_or_else(dash)
                 )?;
             }
         }
@@ -690,9 +704,25 @@ fn markdown(json: &ReportJson, cfg: &Config) -> Result<String> {
     Ok(s)
 }
 
+/// `41.4 kB`, `14.4 MB` (decimal units, as file managers show them).
+fn fmt_bytes(b: u64) -> String {
+    match b {
+        0..1_000 => format!("{b} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        _ => format!("{:.2} GB", b as f64 / 1e9),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_read_like_a_file_manager() {
+        let got: Vec<String> = [999, 1_000, 41_352, 14_392_402, 2_500_000_000].into_iter().map(fmt_bytes).collect();
+        assert_eq!(got, ["999 B", "1.0 kB", "41.4 kB", "14.4 MB", "2.50 GB"]);
+    }
 
     #[test]
     fn pca_finds_the_leading_axes() {
@@ -729,3 +759,4 @@ mod tests {
         assert_eq!(ratio_pct(1.0), "100.0 %");
     }
 }
+
