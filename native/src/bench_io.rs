@@ -48,12 +48,8 @@ pub struct IoArgs {
     /// Seed of the generated dataset.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// QC: cells with fewer total counts are dropped (scanpy `filter_cells(min_counts)`).
-    #[arg(long, default_value_t = 10.0)]
-    pub min_counts: f64,
-    /// QC: genes non-zero in fewer cells are dropped (scanpy `filter_genes(min_cells)`).
-    #[arg(long, default_value_t = 3)]
-    pub min_cells: u64,
+    #[command(flatten)]
+    pub qc: crate::cmd::QcArgs,
     /// `normalize_total` target.
     #[arg(long, default_value_t = 1e4)]
     pub target_sum: f32,
@@ -244,7 +240,7 @@ pub fn run(a: IoArgs) -> Result<()> {
         cells: a.cells,
         genes: a.genes,
         stored,
-        qc: QcParams { min_counts: a.min_counts, min_cells: a.min_cells },
+        qc: a.qc.params()?,
         target_sum: a.target_sum,
         scdd,
         python,
@@ -369,7 +365,7 @@ fn run_scdd_child(file: &Path, out: &Path, a: &IoArgs) -> Result<SideResult> {
         .arg(file)
         .arg("--child-out")
         .arg(out)
-        .args(["--min-counts", &a.min_counts.to_string(), "--min-cells", &a.min_cells.to_string()])
+        .args(["--min-counts", &a.qc.min_counts.to_string(), "--min-cells", &a.qc.min_cells.to_string()])
         .args(["--target-sum", &a.target_sum.to_string(), "--sample-rows", &a.sample_rows.to_string()])
         .args(["--spawned-at", &format!("{:.6}", epoch_now())])
         .status()
@@ -404,7 +400,7 @@ fn run_python(file: &Path, out: &Path, a: &IoArgs) -> Result<SideResult> {
         .arg(&script)
         .arg(file)
         .arg(out)
-        .args(["--min-counts", &a.min_counts.to_string(), "--min-cells", &a.min_cells.to_string()])
+        .args(["--min-counts", &a.qc.min_counts.to_string(), "--min-cells", &a.qc.min_cells.to_string()])
         .args(["--target-sum", &a.target_sum.to_string(), "--sample-rows", &a.sample_rows.to_string()])
         .args(["--spawned-at", &format!("{:.6}", epoch_now())])
         .status()
@@ -428,7 +424,7 @@ fn child(file: &Path, out: &Path, a: &IoArgs) -> Result<()> {
     let mut ds = h5ad::read_h5ad(file, &ReadOptions::default())?;
     let t1 = Instant::now();
     let csr_bytes = ds.x.heap_bytes() as u64;
-    qc_filter_in_place(&mut ds, &QcParams { min_counts: a.min_counts, min_cells: a.min_cells });
+    qc_filter_in_place(&mut ds, &a.qc.params()?);
     let t2 = Instant::now();
     normalize_total(&mut ds.x, a.target_sum);
     let t3 = Instant::now();

@@ -455,55 +455,48 @@ impl Store {
         let (hash, refs) = self.stage_hash(kind, &params, inputs)?;
         let dir = self.root.join(format!("{kind}-{}", &hash[..12]));
         let marker = dir.join("done.json");
-        if marker.exists() {
-            let seconds = std::fs::read(&marker)
+        let reused = marker.exists();
+        let seconds = if reused {
+            println!("  reused  {label}  [{}]", short(&dir));
+            std::fs::read(&marker)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<DoneMarker>(&b).ok())
                 .map(|m| m.seconds)
-                .unwrap_or(f64::NAN);
-            println!("  reused  {label}  [{}]", short(&dir));
-            self.records.push(StageRecord {
+                .unwrap_or(f64::NAN)
+        } else {
+            if self.read_only {
+                bail!("{label}: stage {} has not run yet (--only-report runs nothing; run without it first)", short(&dir));
+            }
+            println!("▶ {label}  [{}]", short(&dir));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot clear an incomplete stage", dir.display()))?;
+            }
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+            let t0 = Instant::now();
+            run(&dir).with_context(|| label.to_string())?;
+            let seconds = t0.elapsed().as_secs_f64();
+            let done = DoneMarker {
                 kind: kind.into(),
                 label: label.into(),
-                dataset: dataset.into(),
-                hash,
-                dir: dir.clone(),
-                ran: false,
+                hash: hash.clone(),
+                scdd_version: scdd_core::SCDD_VERSION.into(),
+                params,
+                inputs: refs,
+                finished: fsutil::now_rfc3339(),
                 seconds,
-            });
-            return Ok(dir);
-        }
-        if self.read_only {
-            bail!("{label}: stage {} has not run yet (--only-report runs nothing; run without it first)", short(&dir));
-        }
-        println!("▶ {label}  [{}]", short(&dir));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot clear an incomplete stage", dir.display()))?;
-        }
-        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
-        let t0 = Instant::now();
-        run(&dir).with_context(|| label.to_string())?;
-        let seconds = t0.elapsed().as_secs_f64();
-        let done = DoneMarker {
-            kind: kind.into(),
-            label: label.into(),
-            hash: hash.clone(),
-            scdd_version: scdd_core::SCDD_VERSION.into(),
-            params,
-            inputs: refs,
-            finished: fsutil::now_rfc3339(),
-            seconds,
-            device: self.device.clone(),
+                device: self.device.clone(),
+            };
+            fsutil::write_json(&marker, &done)?;
+            println!("  done    {label} in {}", fmt_secs(seconds));
+            seconds
         };
-        fsutil::write_json(&marker, &done)?;
-        println!("  done    {label} in {}", fmt_secs(seconds));
         self.records.push(StageRecord {
             kind: kind.into(),
             label: label.into(),
             dataset: dataset.into(),
             hash,
             dir: dir.clone(),
-            ran: true,
+            ran: !reused,
             seconds,
         });
         Ok(dir)

@@ -4,8 +4,10 @@
 //! what it was made from and what it needs or decodes.
 use crate::h5ad::H5adReader;
 use anyhow::{bail, Context, Result};
+use crate::cmd::decode::{load_bundle, load_codes};
 use scdd_core::bundle::{self, GeneratorBundle};
 use scdd_core::codes::{self, LatentCodes, Provenance};
+use scdd_core::format::FileKind;
 use scdd_core::dataset::Dataset;
 use scdd_core::obs::Column;
 use scdd_core::preprocess::detect_count_type;
@@ -85,18 +87,18 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(kind) = scdd_file_kind(&args.data) {
         let m = &args.matrix;
         if m.layer.is_some() || m.raw || m.gene_symbols.is_some() {
-            bail!("{}: --layer, --raw and --gene-symbols apply to .h5ad files, not to a {kind}", args.data.display());
+            bail!("{}: --layer, --raw and --gene-symbols apply to .h5ad files, not to a {}", args.data.display(), kind.name);
         }
-        let bytes = std::fs::read(&args.data).with_context(|| format!("reading {}", args.data.display()))?;
         let file = args.data.display().to_string();
-        let with = |e: scdd_core::error::CoreError| anyhow::Error::new(e).context(file.clone());
-        if kind == codes::KIND.name {
-            let r = codes_report(&file, &LatentCodes::from_bytes(&bytes).map_err(with)?, bytes.len());
-            print!("{}", if args.json { serde_json::to_string_pretty(&r)? + "\n" } else { render_codes(&r) });
+        let bytes = std::fs::metadata(&args.data).with_context(|| file.clone())?.len() as usize;
+        let text = if kind.magic == codes::KIND.magic {
+            let r = codes_report(&file, &load_codes(&args.data)?, bytes);
+            if args.json { serde_json::to_string_pretty(&r)? + "\n" } else { render_codes(&r) }
         } else {
-            let r = bundle_report(&file, &GeneratorBundle::from_bytes(&bytes).map_err(with)?, bytes.len());
-            print!("{}", if args.json { serde_json::to_string_pretty(&r)? + "\n" } else { render_bundle(&r) });
-        }
+            let r = bundle_report(&file, &load_bundle(&args.data)?, bytes);
+            if args.json { serde_json::to_string_pretty(&r)? + "\n" } else { render_bundle(&r) }
+        };
+        print!("{text}");
         return Ok(());
     }
     let report = inspect(&args)?;
@@ -253,11 +255,11 @@ fn num(x: f64) -> String {
 
 /// The kind of scdd file `path` starts with (by its magic number), or `None` for anything else,
 /// also an unreadable file (the `.h5ad` reader then names the problem).
-fn scdd_file_kind(path: &std::path::Path) -> Option<&'static str> {
+fn scdd_file_kind(path: &std::path::Path) -> Option<FileKind> {
     use std::io::Read;
     let mut magic = [0u8; 8];
     let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut magic)).ok()?;
-    [codes::KIND, bundle::KIND].into_iter().find(|k| n == 8 && magic == k.magic).map(|k| k.name)
+    [codes::KIND, bundle::KIND].into_iter().find(|k| n == 8 && magic == k.magic)
 }
 
 /// `scdd inspect codes.scdd --json`.

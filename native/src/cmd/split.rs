@@ -9,7 +9,7 @@ use crate::fsutil;
 use crate::h5ad::{read_h5ad, write_h5ad};
 use anyhow::{bail, Context, Result};
 use scdd_core::preprocess::{
-    check_non_negative, detect_count_type, qc_filter, stratified_split, QcParams, QcReport, SplitParams,
+    check_non_negative, detect_count_type, qc_filter, stratified_split, QcReport, SplitParams,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,12 +31,8 @@ pub struct Args {
     /// Seed of the shuffle within each class.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// QC: drop cells with fewer total counts.
-    #[arg(long, default_value_t = 10.0)]
-    pub min_counts: f64,
-    /// QC: drop genes detected in fewer cells (after the cell filter).
-    #[arg(long, default_value_t = 3)]
-    pub min_cells: u64,
+    #[command(flatten)]
+    pub qc: super::QcArgs,
     #[command(flatten)]
     pub matrix: super::MatrixArgs,
 }
@@ -111,9 +107,7 @@ pub fn split(args: &Args) -> Result<SplitSummary> {
     if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
         bail!("--test-fraction {}: must be between 0 and 1 (exclusive)", args.test_fraction);
     }
-    if args.min_counts.is_nan() || args.min_counts < 0.0 {
-        bail!("--min-counts {}: must be >= 0", args.min_counts);
-    }
+    let qc = args.qc.params()?;
     let source = args.matrix.source();
     let opts = args.matrix.read_options();
     let ds = read_h5ad(&args.data, &opts)?;
@@ -126,13 +120,12 @@ pub fn split(args: &Args) -> Result<SplitSummary> {
     // Missing and numeric columns are refused here (text columns are categorised).
     ds.obs.labels(&args.label).with_context(|| input.clone())?;
 
-    let qc = QcParams { min_counts: args.min_counts, min_cells: args.min_cells };
     let (filtered, _kept_rows, report) = qc_filter(&ds, &qc);
     if report.cells_kept == 0 {
-        bail!("{input}: QC removed every cell (none has --min-counts {} total counts)", args.min_counts);
+        bail!("{input}: QC removed every cell (none has --min-counts {} total counts)", qc.min_counts);
     }
     if report.genes_kept == 0 {
-        bail!("{input}: QC removed every gene (none is detected in --min-cells {} cells)", args.min_cells);
+        bail!("{input}: QC removed every gene (none is detected in --min-cells {} cells)", qc.min_cells);
     }
     let labels = filtered.obs.labels(&args.label).with_context(|| input.clone())?;
     let sp = stratified_split(&labels, &SplitParams { test_fraction: args.test_fraction, seed: args.seed })
@@ -164,7 +157,7 @@ pub fn split(args: &Args) -> Result<SplitSummary> {
         test_fraction: args.test_fraction,
         seed: args.seed,
         count_type: detect_count_type(&filtered.x).to_string(),
-        qc: QcSummary { min_counts: args.min_counts, min_cells: args.min_cells, report },
+        qc: QcSummary { min_counts: qc.min_counts, min_cells: qc.min_cells, report },
         n_train: sp.train.len(),
         n_test: sp.test.len(),
         classes,
