@@ -1,23 +1,33 @@
-//! The `scdd` library behind the CLI: `.h5ad` I/O, training and distillation with tch,
-//! evaluation and reports. `cmd` holds one module per subcommand.
-pub mod bench_distill;
-pub mod bench_io;
-pub mod bench_train;
+//! The `scdd` library behind the CLI. Layers, top to bottom (a module imports only from the
+//! layers below it; `tests/architecture.rs` checks this):
+//!
+//! ```text
+//! cmd/                      flags → checked parameters → one library call → print (clap lives only here)
+//! pipeline/  report/  bench/
+//! split  foundation/  generator/  distill/  evaluate/  synthetic  import/
+//! train/  nn/
+//! io/
+//! scdd-core
+//! ```
 pub mod cmd;
-pub mod evaluation;
-pub mod fsutil;
-pub mod h5ad;
-pub mod prep;
-pub mod scimilarity;
-pub mod device;
+
+pub mod bench;
+pub mod pipeline;
+pub mod report;
+
 pub mod distill;
-pub mod nn;
-pub mod rng;
-pub mod checkpoint;
-pub mod optim;
-pub mod train;
+pub mod evaluate;
 pub mod foundation;
 pub mod generator;
-pub mod pipeline;
-pub mod plot;
-pub mod report;
+pub mod import;
+pub mod split;
+pub mod synthetic;
+
+pub mod nn;
+pub mod train;
+
+pub mod io;
+
+pub mod error;
+pub mod params;
+pub use error::{Error, Result};

@@ -36,6 +36,9 @@ enum Cmd {
     Bench(cmd::bench::Args),
 }
 
+/// Exit status: 0 the result is written and good; 1 an error (one line on stderr); 2 bad
+/// command-line syntax (clap); 3 stopped on purpose by `--stop-after`, checkpoint written,
+/// continue with `--resume`.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -55,7 +58,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the context chain joined by ": ".
-            eprintln!("error: {e:#}");
+            let msg = format!("{e:#}").replace('\n', " ");
+            let interrupted = e.chain().any(|c| matches!(c.downcast_ref::<scdd::Error>().map(|x| x.root()), Some(scdd::Error::Interrupted { .. })));
+            if interrupted {
+                // Stopped on purpose (--stop-after) with a checkpoint: not a failure, not a result.
+                eprintln!("{msg}");
+                return ExitCode::from(3);
+            }
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
     }

@@ -1,16 +1,10 @@
-//! `scdd generate gen.scddg --class NAME -n N -o cells.h5ad`: samples new cells of a class from
-//! noise with the generator (the full DDPM ancestral chain by default; `--sampler ddim` is faster;
-//! `--single-step T` for one denoising step from noise at timestep T) and writes them as
-//! log-normalised expression.
-use crate::cmd::train_generator::load_bundle;
-use crate::device::DeviceArg;
-use crate::generator::{sample_cells, Sampler};
-use crate::nn::TchModel;
-use anyhow::{bail, Result};
-use scdd_core::dataset::Dataset;
-use scdd_core::matrix::CsrMatrix;
-use scdd_core::obs::{Column, ObsTable};
-use std::collections::BTreeMap;
+//! `scdd generate GEN.scddg --class NAME -n 100 -o cells.h5ad`: new cells from the generator
+//! (see [`crate::generator::output`]).
+use crate::generator::output::{generate_to_file, GenerateParams};
+use crate::generator::Sampler;
+use crate::nn::device::DeviceArg;
+use crate::params::Check;
+use anyhow::Result;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -52,77 +46,31 @@ pub struct Args {
     pub device: DeviceArg,
 }
 
+impl Args {
+    pub fn params(&self) -> GenerateParams {
+        let sampler = match self.single_step {
+            Some(t) => Sampler::SingleStep { t },
+            None => match self.sampler {
+                SamplerArg::Ddim => Sampler::Ddim { steps: self.steps },
+                SamplerArg::Ddpm => Sampler::Ddpm,
+            },
+        };
+        GenerateParams {
+            classes: self.classes.clone(),
+            n: self.n,
+            sampler,
+            seed: self.seed,
+            min_value: self.min_value,
+            device: self.device,
+            memory_budget: None,
+        }
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
-    let bundle = load_bundle(&a.generator)?;
-    if bundle.spec.denoiser.is_none() {
-        bail!("{}: is a foundation bundle without a denoiser; train one with `scdd train-generator`", a.generator.display());
-    }
-    if a.n == 0 {
-        bail!("-n 0: nothing to generate");
-    }
-    let mut ids = Vec::new();
-    for name in &a.classes {
-        if name == "all" {
-            ids.extend(0..bundle.classes.len() as u32);
-            continue;
-        }
-        match bundle.classes.iter().position(|c| c == name) {
-            Some(i) => ids.push(i as u32),
-            None => bail!(
-                "--class {name:?}: not a class of {} (obs/{} classes: {})",
-                a.generator.display(),
-                bundle.label_column,
-                bundle.classes.join(", ")
-            ),
-        }
-    }
-    let sampler = match a.single_step {
-        Some(t) => Sampler::SingleStep { t },
-        None => match a.sampler {
-            SamplerArg::Ddim => Sampler::Ddim { steps: a.steps },
-            SamplerArg::Ddpm => Sampler::Ddpm,
-        },
-    };
-    let device = a.device.resolve()?;
-    let mut model = TchModel::from_bundle(&bundle, device)?;
-    model.freeze();
-    let per_cell: Vec<u32> = ids.iter().flat_map(|&c| std::iter::repeat_n(c, a.n)).collect();
-    let cells = sample_cells(&model, &per_cell, &sampler, a.seed)?;
-    let mut x = crate::nn::to_array(&cells);
-    x.mapv_inplace(|v| if v < a.min_value { 0.0 } else { v });
-    let (r, c) = x.dim();
-    let x = CsrMatrix::from_dense(r, c, x.as_slice().expect("contiguous"), "generated")?;
-    let index: Vec<String> = (0..r).map(|i| format!("generated_{i}")).collect();
-    let mut obs = ObsTable { index, columns: vec![] };
-    let col = if bundle.label_column.is_empty() { "class".to_string() } else { bundle.label_column.clone() };
-    obs.set(
-        &col,
-        Column::Categorical { codes: per_cell.iter().map(|&c| c as i32).collect(), categories: bundle.classes.clone(), ordered: false },
-    )?;
-    let ds = Dataset::new("generated", x, bundle.genes.clone(), obs)?;
-    let mut uns = BTreeMap::new();
-    uns.insert(
-        "scdd_values".to_string(),
-        format!(
-            "log-normalised expression, log1p(counts per {} per cell), as decoded by the generator; values below {} written as 0",
-            bundle.spec.space.target_sum, a.min_value
-        ),
-    );
-    uns.insert(crate::prep::SPACE_KEY.to_string(), crate::prep::space_tag(&bundle.spec.space));
-    uns.insert("scdd_generator_id".to_string(), bundle.generator_id());
-    uns.insert("scdd_sampler".to_string(), sampler.to_string());
-    uns.insert("scdd_seed".to_string(), a.seed.to_string());
-    uns.insert("scdd_version".to_string(), scdd_core::SCDD_VERSION.to_string());
-    crate::h5ad::write_h5ad(&a.out, &ds, &uns)?;
-    println!(
-        "wrote {}: {} cells ({} per class: {}) × {} genes, {}",
-        a.out.display(),
-        r,
-        a.n,
-        ids.iter().map(|&i| bundle.classes[i as usize].as_str()).collect::<Vec<_>>().join(", "),
-        c,
-        sampler
-    );
+    let p = a.params().check()?;
+    let (r, c, ids) = generate_to_file(&a.generator, &p, &a.out)?;
+    println!("wrote {}: {} cells ({} per class, {} classes) × {} genes, {}", a.out.display(), r, a.n, ids.len(), c, p.sampler);
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Reads `encoder.ckpt` and `decoder.ckpt` (PyTorch `torch.save` files, zip or legacy format,
 //! read natively: no Python or libtorch needed), `layer_sizes.json`, `gene_order.tsv` and, if
-//! present, `hyperparameters.json`; see [`crate::scimilarity`] for the module mapping.
-use crate::{fsutil, scimilarity};
+//! present, `hyperparameters.json`; see [`crate::import::scimilarity`] for the module mapping.
+use crate::io::fs;
+use crate::import::scimilarity;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -18,9 +19,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    fs::check_output("--out", &a.out, &["scddg"], &[&a.dir])?;
     let bundle = scimilarity::import_dir(&a.dir)?;
     let bytes = bundle.to_bytes();
-    fsutil::write_atomic(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
+    fs::write_atomic(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
     let enc = bundle.spec.encoder.as_ref().map(|e| e.params().len()).unwrap_or(0);
     println!(
         "imported SCimilarity model {}: {} genes → latent {} ({} encoder + {} decoder tensors) → {} ({:.1} MB)",

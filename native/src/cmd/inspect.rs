@@ -2,9 +2,9 @@
 //! count type, obs columns (with class counts for categoricals) and a sample of gene names. A
 //! latent-code file (`.scdd`) or generator bundle (`.scddg`), recognised by its magic number:
 //! what it was made from and what it needs or decodes.
-use crate::h5ad::H5adReader;
+use crate::io::h5ad::H5adReader;
 use anyhow::{bail, Context, Result};
-use crate::cmd::decode::{load_bundle, load_codes};
+use crate::io::artifacts::{load_bundle, load_codes};
 use scdd_core::bundle::{self, GeneratorBundle};
 use scdd_core::codes::{self, LatentCodes, Provenance};
 use scdd_core::format::FileKind;
@@ -112,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Reads the file and builds the report.
 pub fn inspect(args: &Args) -> Result<Report> {
-    let opts = args.matrix.read_options();
+    let opts = args.matrix.spec().read_options();
     let reader = H5adReader::open(&args.data, &opts)?;
     let ds = reader.read_dataset()?;
     let info = reader.info();

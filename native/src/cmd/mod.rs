@@ -1,4 +1,5 @@
-//! One module per subcommand: its clap `Args` and `run`.
+//! The command layer: one module per subcommand, each `flags → checked parameters → one
+//! library call → print`. clap and anyhow live here (and in `main.rs`) and nowhere below.
 pub mod bench;
 pub mod decode;
 pub mod distill;
@@ -11,8 +12,11 @@ pub mod split;
 pub mod train_foundation;
 pub mod train_generator;
 
-use crate::h5ad::{MatrixSource, ReadOptions};
-use scdd_core::preprocess::QcParams;
+use crate::io::h5ad::MatrixSpec;
+use crate::nn::device::DeviceArg;
+use crate::train::TrainControl;
+use anyhow::Result;
+use std::path::Path;
 
 /// Which matrix of an `.h5ad` a command reads and where its gene names come from; flattened
 /// into every command that reads cells.
@@ -30,12 +34,8 @@ pub struct MatrixArgs {
 }
 
 impl MatrixArgs {
-    pub fn source(&self) -> MatrixSource {
-        MatrixSource::from_flags(self.layer.as_deref(), self.raw)
-    }
-
-    pub fn read_options(&self) -> ReadOptions {
-        ReadOptions { matrix: self.source(), gene_symbols: self.gene_symbols.clone() }
+    pub fn spec(&self) -> MatrixSpec {
+        MatrixSpec { layer: self.layer.clone(), raw: self.raw, gene_symbols: self.gene_symbols.clone() }
     }
 }
 
@@ -44,19 +44,49 @@ impl MatrixArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct QcArgs {
     /// QC: drop cells with fewer total counts.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = crate::split::SplitParams::DEFAULT_MIN_COUNTS)]
     pub min_counts: f64,
     /// QC: drop genes detected in fewer cells (after the cell filter).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = crate::split::SplitParams::DEFAULT_MIN_CELLS)]
     pub min_cells: u64,
 }
 
-impl QcArgs {
-    /// The thresholds, refusing a negative or NaN `--min-counts`.
-    pub fn params(&self) -> anyhow::Result<QcParams> {
-        if self.min_counts.is_nan() || self.min_counts < 0.0 {
-            anyhow::bail!("--min-counts {}: must be >= 0", self.min_counts);
-        }
-        Ok(QcParams { min_counts: self.min_counts, min_cells: self.min_cells })
+/// The run-control flags every long-running command shares (training and distillation).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// auto | cpu | cuda | cuda:N (auto takes CUDA when present).
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Write a checkpoint (OUT.ckpt) every N optimisation steps (0 = never). It is removed
+    /// when the run finishes.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Continue from OUT.ckpt (same data and settings); ends with the result an uninterrupted
+    /// run would have produced.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many steps in total, leaving a checkpoint for --resume (exit status 3).
+    #[arg(long, value_name = "STEPS")]
+    pub stop_after: Option<u64>,
+    /// No progress bar or per-epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// CPU threads for libtorch (default: libtorch's choice, usually all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+impl RunArgs {
+    /// The control for a run writing `out`; `default_every` applies without --checkpoint-every.
+    pub fn control(&self, out: &Path, default_every: u64) -> Result<TrainControl> {
+        Ok(TrainControl::for_output(
+            out,
+            self.device,
+            self.checkpoint_every.unwrap_or(default_every),
+            self.resume,
+            self.stop_after,
+            !self.quiet,
+            self.threads,
+        )?)
     }
 }

@@ -1,5 +1,6 @@
 //! `scdd run CONFIG.toml`: the whole pipeline (see [`crate::pipeline`]), or one dataset from
 //! flags (`scdd run --data X.h5ad --label cell_type`).
+use crate::distill::Method;
 use crate::pipeline::{self, Config, DatasetEntry, RunOptions};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ pub struct Args {
     pub label: Option<String>,
     /// Distillation methods (comma-separated; overrides [distill] methods).
     #[arg(long, value_delimiter = ',')]
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Vec<Method>>,
     /// Synthetic cells per class (comma-separated; overrides [distill] spc).
     #[arg(long, value_delimiter = ',')]
     pub spc: Option<Vec<usize>>,
@@ -52,21 +53,14 @@ pub fn config(a: &Args) -> Result<Config> {
     if let (Some(data), Some(label)) = (&a.data, &a.label) {
         let name = data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
         let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-        cfg.datasets.push(DatasetEntry {
-            name,
-            path: data.clone(),
-            label: label.clone(),
-            layer: None,
-            raw: false,
-            gene_symbols: None,
-        });
+        cfg.datasets.push(DatasetEntry { name, path: data.clone(), label: label.clone(), layer: None, raw: false, gene_symbols: None });
     }
     if let Some(d) = &a.out_dir {
         cfg.out_dir = d.clone();
     }
     if let Some(m) = &a.methods {
         cfg.distill.methods = m.clone();
-        if cfg.distill.main_method.as_ref().is_some_and(|mm| !m.contains(mm)) {
+        if cfg.distill.main_method.is_some_and(|mm| !m.contains(&mm)) {
             cfg.distill.main_method = None;
         }
     }

@@ -1,19 +1,8 @@
-//! `scdd split DATA.h5ad --label COL --out DIR`: QC filter, then a stratified train/test split.
-//!
-//! Writes `DIR/train.h5ad`, `DIR/test.h5ad` (values as read, QC-filtered cells and genes, all
-//! obs columns) and `DIR/split.json` (input, label, per-class counts, dropped classes, QC
-//! numbers, seed). Everything is checked before `DIR` is touched, and the three files are
-//! written to temporary names and renamed only when all three are complete, so a failed run
-//! leaves no outputs behind.
-use crate::fsutil;
-use crate::h5ad::{read_h5ad, write_h5ad};
-use anyhow::{bail, Context, Result};
-use scdd_core::preprocess::{
-    check_non_negative, detect_count_type, qc_filter, stratified_split, QcReport, SplitParams,
-};
-use serde::Serialize;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+//! `scdd split DATA.h5ad --label COL --out DIR`: QC filter, then a stratified train/test split
+//! (see [`crate::split`]).
+use crate::split::{self, SplitParams};
+use anyhow::Result;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -26,7 +15,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Fraction of each class that goes to the test set.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = SplitParams::DEFAULT_TEST_FRACTION)]
     pub test_fraction: f64,
     /// Seed of the shuffle within each class.
     #[arg(long, default_value_t = 0)]
@@ -37,51 +26,21 @@ pub struct Args {
     pub matrix: super::MatrixArgs,
 }
 
-/// `split.json`.
-#[derive(Debug, Serialize)]
-pub struct SplitSummary {
-    pub scdd_version: String,
-    pub created: String,
-    pub input: String,
-    /// HDF5 path of the matrix that was split (`X`, `layers/<name>`, `raw/X`).
-    pub matrix: String,
-    pub label: String,
-    pub test_fraction: f64,
-    pub seed: u64,
-    pub count_type: String,
-    pub qc: QcSummary,
-    pub n_train: usize,
-    pub n_test: usize,
-    pub classes: Vec<ClassCounts>,
-    /// Classes with fewer than two cells after QC: not in either set.
-    pub dropped_classes: Vec<DroppedClass>,
-    /// Cells without a label after QC: not in either set.
-    pub unlabelled: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct QcSummary {
-    pub min_counts: f64,
-    pub min_cells: u64,
-    #[serde(flatten)]
-    pub report: QcReport,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ClassCounts {
-    pub name: String,
-    pub train: usize,
-    pub test: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DroppedClass {
-    pub name: String,
-    pub cells: usize,
+impl Args {
+    pub fn params(&self) -> SplitParams {
+        SplitParams {
+            label: self.label.clone(),
+            test_fraction: self.test_fraction,
+            seed: self.seed,
+            min_counts: self.qc.min_counts,
+            min_cells: self.qc.min_cells,
+            matrix: self.matrix.spec(),
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let s = split(&args)?;
+    let s = split::split(&args.data, &args.out, &args.params())?;
     println!(
         "{}: {} train + {} test cells, {} classes, {} of {} genes after QC -> {}",
         s.input,
@@ -99,125 +58,4 @@ pub fn run(args: Args) -> Result<()> {
         println!("  dropped {} cells without a label", s.unlabelled);
     }
     Ok(())
-}
-
-/// Runs the split and writes the three outputs; returns what `split.json` holds.
-pub fn split(args: &Args) -> Result<SplitSummary> {
-    let input = args.data.display().to_string();
-    if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
-        bail!("--test-fraction {}: must be between 0 and 1 (exclusive)", args.test_fraction);
-    }
-    let qc = args.qc.params()?;
-    let source = args.matrix.source();
-    let opts = args.matrix.read_options();
-    let ds = read_h5ad(&args.data, &opts)?;
-    let matrix = source.to_string();
-
-    // Checks before any work: counts must be non-negative, the label must be categorical.
-    check_non_negative(&ds.x, &matrix).map_err(|e| {
-        anyhow::anyhow!("{input}: {e}; split needs raw counts (choose them with --layer NAME or --raw)")
-    })?;
-    // Missing and numeric columns are refused here (text columns are categorised).
-    ds.obs.labels(&args.label).with_context(|| input.clone())?;
-
-    let (filtered, _kept_rows, report) = qc_filter(&ds, &qc);
-    if report.cells_kept == 0 {
-        bail!("{input}: QC removed every cell (none has --min-counts {} total counts)", qc.min_counts);
-    }
-    if report.genes_kept == 0 {
-        bail!("{input}: QC removed every gene (none is detected in --min-cells {} cells)", qc.min_cells);
-    }
-    let labels = filtered.obs.labels(&args.label).with_context(|| input.clone())?;
-    let sp = stratified_split(&labels, &SplitParams { test_fraction: args.test_fraction, seed: args.seed })
-        .with_context(|| input.clone())?;
-
-    let count = |rows: &[usize]| {
-        let mut c = vec![0usize; labels.classes.len()];
-        for &r in rows {
-            if let Some(id) = labels.ids[r] {
-                c[id as usize] += 1;
-            }
-        }
-        c
-    };
-    let (tr, te) = (count(&sp.train), count(&sp.test));
-    let classes = labels
-        .classes
-        .iter()
-        .enumerate()
-        .filter(|(_, name)| sp.classes.contains(name))
-        .map(|(i, name)| ClassCounts { name: name.clone(), train: tr[i], test: te[i] })
-        .collect();
-    let summary = SplitSummary {
-        scdd_version: scdd_core::SCDD_VERSION.to_string(),
-        created: fsutil::now_rfc3339(),
-        input: input.clone(),
-        matrix,
-        label: args.label.clone(),
-        test_fraction: args.test_fraction,
-        seed: args.seed,
-        count_type: detect_count_type(&filtered.x).to_string(),
-        qc: QcSummary { min_counts: qc.min_counts, min_cells: qc.min_cells, report },
-        n_train: sp.train.len(),
-        n_test: sp.test.len(),
-        classes,
-        dropped_classes: sp.dropped_classes.iter().map(|(n, c)| DroppedClass { name: n.clone(), cells: *c }).collect(),
-        unlabelled: sp.unlabelled,
-    };
-
-    let train = filtered.select_cells(&sp.train);
-    let test = filtered.select_cells(&sp.test);
-    let uns = |part: &str| -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("scdd_version".to_string(), summary.scdd_version.clone()),
-            ("scdd_split".to_string(), part.to_string()),
-            ("scdd_source".to_string(), input.clone()),
-            ("scdd_label".to_string(), args.label.clone()),
-            ("scdd_seed".to_string(), args.seed.to_string()),
-        ])
-    };
-    let mut json = serde_json::to_string_pretty(&summary)?;
-    json.push('\n');
-    write_all_or_nothing(
-        &args.out,
-        &[
-            ("train.h5ad", &|p: &Path| write_h5ad(p, &train, &uns("train"))),
-            ("test.h5ad", &|p: &Path| write_h5ad(p, &test, &uns("test"))),
-            ("split.json", &|p: &Path| fsutil::write_atomic(p, json.as_bytes())),
-        ],
-    )?;
-    Ok(summary)
-}
-
-type Writer<'a> = &'a dyn Fn(&Path) -> Result<()>;
-
-/// Writes every `(name, writer)` to a temporary file in `dir`, then renames them all. On any
-/// error the temporary files are removed and nothing appears under the final names.
-fn write_all_or_nothing(dir: &Path, files: &[(&str, Writer<'_>)]) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
-    let mut done: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut result = Ok(());
-    for (name, write) in files {
-        let fin = dir.join(name);
-        let tmp = fsutil::temp_sibling(&dir.join(format!("{name}.part")));
-        if let Err(e) = write(&tmp) {
-            result = Err(e);
-            break;
-        }
-        done.push((tmp, fin));
-    }
-    if result.is_ok() {
-        for (tmp, fin) in &done {
-            if let Err(e) = std::fs::rename(tmp, fin) {
-                result = Err(anyhow::Error::new(e).context(format!("renaming {} to {}", tmp.display(), fin.display())));
-                break;
-            }
-        }
-    }
-    if result.is_err() {
-        for (tmp, _) in &done {
-            let _ = std::fs::remove_file(tmp);
-        }
-    }
-    result
 }

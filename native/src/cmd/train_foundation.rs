@@ -1,32 +1,11 @@
 //! `scdd train-foundation TRAIN.h5ad -o fm.scddg [--label COL]`: fits the foundation
 //! autoencoder and writes a foundation bundle (encoder + decoder) plus `fm.scddg.report.json`.
-use crate::foundation::{train_foundation, FoundationConfig, TrainData};
-use crate::h5ad::{read_h5ad, ReadOptions};
-use crate::train::{Outcome, RunArgs};
-use anyhow::{bail, Context, Result};
+use crate::foundation::data::{report_path, train_to_file};
+use crate::foundation::{parse_output, FoundationConfig};
+use crate::params::Check;
+use anyhow::Result;
 use scdd_core::graph::Activation;
-use scdd_core::preprocess;
-use std::path::{Path, PathBuf};
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum OutputArg {
-    /// ln(1 + eˣ): non-negative, smooth (default).
-    Softplus,
-    /// max(0, x): non-negative with exact zeros.
-    Relu,
-    /// No output nonlinearity.
-    Identity,
-}
-
-impl From<OutputArg> for Activation {
-    fn from(o: OutputArg) -> Self {
-        match o {
-            OutputArg::Softplus => Activation::Softplus,
-            OutputArg::Relu => Activation::Relu,
-            OutputArg::Identity => Activation::Identity,
-        }
-    }
-}
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -49,9 +28,10 @@ pub struct Args {
     /// Dropout before the other hidden blocks.
     #[arg(long, default_value_t = FoundationConfig::default().dropout)]
     pub dropout: f32,
-    /// Decoder output nonlinearity.
-    #[arg(long, value_enum, default_value = "softplus")]
-    pub output: OutputArg,
+    /// Decoder output nonlinearity: softplus (non-negative, smooth), relu (exact zeros) or
+    /// identity.
+    #[arg(long, default_value = "softplus", value_parser = parse_output)]
+    pub output: Activation,
     /// Extra loss weight of non-zero entries: (1 + w·[x > 0])·(x̂ − x)².
     #[arg(long, default_value_t = FoundationConfig::default().nonzero_weight)]
     pub nonzero_weight: f32,
@@ -76,12 +56,12 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Drop genes detected in fewer cells from the model's gene list.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = FoundationConfig::default().min_cells)]
     pub min_cells: u64,
     #[command(flatten)]
     pub matrix: super::MatrixArgs,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: super::RunArgs,
 }
 
 impl Args {
@@ -91,7 +71,7 @@ impl Args {
             latent_dim: self.latent_dim,
             input_dropout: self.input_dropout,
             dropout: self.dropout,
-            output: self.output.into(),
+            output: self.output,
             nonzero_weight: self.nonzero_weight,
             lr: self.lr,
             weight_decay: self.weight_decay,
@@ -101,76 +81,23 @@ impl Args {
             val_fraction: self.val_fraction,
             lr_decay: self.lr_decay,
             seed: self.seed,
+            min_cells: self.min_cells,
         }
     }
-}
-
-/// Reads a training file as log-normalised cells, drops genes seen in fewer than `min_cells`
-/// cells, and resolves the label column.
-pub fn load_training_data(path: &Path, opts: &ReadOptions, label: Option<&str>, min_cells: u64) -> Result<TrainData> {
-    let mut ds = read_h5ad(path, opts)?;
-    let field = format!("{}:{}", path.display(), opts.matrix);
-    if ds.n_cells() == 0 {
-        bail!("{field}: the training set is empty (0 cells)");
-    }
-    preprocess::check_non_negative(&ds.x, &field)?;
-    preprocess::to_log_normalized(&mut ds.x, 1e4, &field)?;
-    if min_cells > 0 {
-        let keep: Vec<bool> = ds.x.col_nnz().iter().map(|&n| n >= min_cells).collect();
-        if !keep.iter().any(|&k| k) {
-            bail!("{field}: no gene is detected in at least {min_cells} cells (--min-cells)");
-        }
-        ds = ds.select_genes(&keep);
-    }
-    let labels = match label {
-        Some(col) => {
-            let l = ds.obs.labels(col).with_context(|| path.display().to_string())?;
-            Some((col.to_string(), l.ids, l.classes))
-        }
-        None => None,
-    };
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(TrainData { name, x: ds.x, genes: ds.genes, labels })
-}
-
-/// `OUT.report.json`.
-pub fn report_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".report.json");
-    PathBuf::from(s)
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let cfg = a.config();
-    cfg.validate()?;
+    let cfg = a.config().check()?;
     let ctl = a.run.control(&a.out, 500)?;
-    let opts = a.matrix.read_options();
-    let data = load_training_data(&a.data, &opts, a.label.as_deref(), a.min_cells)?;
-    if !a.run.quiet {
-        eprintln!("{}: {} cells × {} genes (genes detected in >= {} cells)", a.data.display(), data.x.n_rows(), data.x.n_cols(), a.min_cells);
-    }
-    match train_foundation(&data, &cfg, &ctl)? {
-        Outcome::Interrupted { step } => {
-            eprintln!(
-                "stopped after step {step}; checkpoint {}; continue with --resume",
-                ctl.checkpoint.as_ref().unwrap().display()
-            );
-        }
-        Outcome::Finished(crate::foundation::FoundationRun { bundle, report, .. }) => {
-            crate::fsutil::write_atomic(&a.out, &bundle.to_bytes())?;
-            let rp = report_path(&a.out);
-            crate::fsutil::write_json(&rp, &serde_json::json!({
-                "input": a.data.display().to_string(),
-                "config": cfg,
-                "report": report,
-            }))?;
-            if let Some(c) = &ctl.checkpoint {
-                let _ = std::fs::remove_file(c);
-            }
-            println!("{}", report.summary());
-            println!("wrote {} ({} genes, latent {}) and {}", a.out.display(), bundle.genes.len(), bundle.spec.latent_dim, rp.display());
-        }
-    }
+    let run = train_to_file(&a.data, &a.matrix.spec(), a.label.as_deref(), &a.out, &cfg, &ctl)?;
+    println!("{}", run.report.summary());
+    println!(
+        "wrote {} ({} genes, latent {}) and {}",
+        a.out.display(),
+        run.bundle.genes.len(),
+        run.bundle.spec.latent_dim,
+        report_path(&a.out).display()
+    );
     Ok(())
 }
 

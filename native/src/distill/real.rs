@@ -3,8 +3,8 @@
 //! chunk by chunk into an on-disk feature store (cells × latent f32) together with exact class
 //! means; every later step samples feature rows per class by index from that store. Memory
 //! grows with the chunk and the batch, not with the dataset.
-use crate::h5ad::{H5adReader, ReadOptions};
-use anyhow::{bail, Context, Result};
+use crate::io::h5ad::{H5adReader, ReadOptions};
+use crate::error::{bail, Context, Result};
 use scdd_core::graph::ExpressionSpace;
 use scdd_core::matrix::CsrMatrix;
 use scdd_core::preprocess;
@@ -40,7 +40,7 @@ impl CellSource {
             model_genes.iter().enumerate().map(|(i, g)| (g.as_str(), i as u32)).collect();
         let map: Vec<u32> = genes.iter().map(|g| pos.get(g.as_str()).copied().unwrap_or(u32::MAX)).collect();
         let overlap = map.iter().filter(|&&m| m != u32::MAX).count();
-        let need = crate::prep::min_overlap(model_genes.len());
+        let need = crate::io::prep::min_overlap(model_genes.len());
         if overlap < need {
             bail!(
                 "{}: only {overlap} of the model's {} genes are in the data (minimum {need})",
@@ -101,10 +101,10 @@ impl FeatureStore {
         dim: usize,
         path: &Path,
         mut encode: impl FnMut(&CsrMatrix) -> Result<Vec<f32>>,
-        progress: &indicatif::ProgressBar,
+        mut progress: impl FnMut(u64),
     ) -> Result<Self> {
         let n = source.reader.n_rows();
-        let tmp = crate::fsutil::temp_sibling(path);
+        let tmp = crate::io::fs::temp_sibling(path);
         let mut w = BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
         let mut sums = vec![vec![0f64; dim]; n_classes];
         let mut class_rows = vec![Vec::new(); n_classes];
@@ -133,7 +133,7 @@ impl FeatureStore {
                     w.write_all(&v.to_le_bytes())?;
                 }
             }
-            progress.inc((end - start) as u64);
+            progress((end - start) as u64);
             start = end;
         }
         w.flush()?;

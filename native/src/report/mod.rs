@@ -9,12 +9,17 @@
 //! * `heatmap_<dataset>.svg` — top marker genes per class, class means of the original
 //!   training cells next to those of the synthetic cells (Fig. 5);
 //! * `accuracy_<dataset>.svg` — accuracy by method and SPC with error bars.
-use crate::cmd::decode::load_bundle;
+pub mod inputs;
+pub mod plot;
+
+pub use inputs::{fmt_secs, DatasetInfo, DatasetRun, MethodRun, ReportConfig, ReportSection, StageRecord};
+
 use crate::distill::{Method, RunLog};
-use crate::evaluation::EvalSummary;
-use crate::pipeline::{self, fmt_secs, model_matrix, read_eval, synthetic_matrix, Config, DatasetRun, StageRecord};
-use crate::{fsutil, plot};
-use anyhow::{Context, Result};
+use crate::evaluate::input::{model_matrix, read_eval, read_test_features, synthetic_matrix};
+use crate::evaluate::EvalSummary;
+use crate::io::artifacts::load_bundle;
+use crate::io::fs;
+use crate::error::{Context, Result};
 use ndarray::{Array2, Axis};
 use scdd_core::reference::CpuModel;
 use serde::{Deserialize, Serialize};
@@ -105,11 +110,11 @@ pub struct ReportJson {
     /// Every stage of this invocation: ran now or reused, with the wall time of the run that
     /// produced it.
     pub stages: Vec<StageRecord>,
-    pub config: Config,
+    pub config: serde_json::Value,
 }
 
 /// Renders the report into `dir` (replacing what was there); returns the accuracy table.
-pub fn write_report(cfg: &Config, datasets: &[DatasetRun], stages: &[StageRecord], dir: &Path) -> Result<String> {
+pub fn write_report(cfg: &ReportConfig, datasets: &[DatasetRun], stages: &[StageRecord], dir: &Path) -> Result<String> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
@@ -134,7 +139,7 @@ pub fn write_report(cfg: &Config, datasets: &[DatasetRun], stages: &[StageRecord
     }
 }
 
-fn render(cfg: &Config, datasets: &[DatasetRun], stages: &[StageRecord], out: &Path) -> Result<String> {
+fn render(cfg: &ReportConfig, datasets: &[DatasetRun], stages: &[StageRecord], out: &Path) -> Result<String> {
     let main = cfg.main_method()?;
     let mut reports = Vec::new();
     for d in datasets {
@@ -150,7 +155,7 @@ fn render(cfg: &Config, datasets: &[DatasetRun], stages: &[StageRecord], out: &P
     ]);
     let json = ReportJson {
         scdd_version: scdd_core::SCDD_VERSION.into(),
-        created: fsutil::now_rfc3339(),
+        created: fs::now_rfc3339(),
         out_dir: cfg.out_dir.display().to_string(),
         seed: cfg.seed,
         device: cfg.device.clone(),
@@ -160,11 +165,11 @@ fn render(cfg: &Config, datasets: &[DatasetRun], stages: &[StageRecord], out: &P
         main_method: main.name().into(),
         datasets: reports,
         stages: stages.to_vec(),
-        config: cfg.clone(),
+        config: cfg.config.clone(),
     };
-    fsutil::write_json(&out.join("report.json"), &json)?;
+    fs::write_json(&out.join("report.json"), &json)?;
     let md = markdown(&json, cfg)?;
-    fsutil::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    fs::write_atomic(&out.join("report.md"), md.as_bytes())?;
     accuracy_table(&json, cfg)
 }
 
@@ -202,24 +207,15 @@ fn entry_from(
     }
 }
 
-fn dataset_report(cfg: &Config, d: &DatasetRun, main: Method, out: &Path) -> Result<DatasetReport> {
+fn dataset_report(cfg: &ReportConfig, d: &DatasetRun, main: Method, out: &Path) -> Result<DatasetReport> {
     let name = &d.entry.name;
     let label = &d.entry.label;
-    let split: serde_json::Value = serde_json::from_slice(&fsutil::read(&d.split_json)?)
-        .with_context(|| format!("{}: unreadable", d.split_json.display()))?;
-    let n_train = split["n_train"].as_u64().unwrap_or(0) as usize;
-    let n_test = split["n_test"].as_u64().unwrap_or(0) as usize;
+    let split = crate::split::read_summary(&d.split_json)?;
+    let (n_train, n_test) = (split.n_train, split.n_test);
     let bundle = load_bundle(&d.generator)?;
     let classes = bundle.classes.clone();
-    let mut per_class: BTreeMap<String, usize> = BTreeMap::new();
-    if let Some(a) = split["classes"].as_array() {
-        for c in a {
-            if let (Some(n), Some(t)) = (c["name"].as_str(), c["train"].as_u64()) {
-                per_class.insert(n.to_string(), t as usize);
-            }
-        }
-    }
-    let train_per_class = classes.iter().map(|c| per_class.get(c).copied().unwrap_or(0)).collect();
+    let per_class: BTreeMap<&str, usize> = split.classes.iter().map(|c| (c.name.as_str(), c.train)).collect();
+    let train_per_class = classes.iter().map(|c| per_class.get(c.as_str()).copied().unwrap_or(0)).collect();
 
     let full = match &d.full_eval {
         Some(p) => {
@@ -306,7 +302,7 @@ fn dataset_report(cfg: &Config, d: &DatasetRun, main: Method, out: &Path) -> Res
 
     // Embedding of the real test cells with the main method's synthetic cells.
     let model = CpuModel::from_bundle(&bundle)?;
-    let (test, meta) = pipeline::read_test_features(&d.test_features)?;
+    let (test, meta) = read_test_features(&d.test_features)?;
     let (mean, comps) = pca2(&test.features);
     let project = |f: &Array2<f32>| -> Vec<(f64, f64)> {
         f.rows()
@@ -527,7 +523,7 @@ pub fn ratio_pct(r: f64) -> String {
 }
 
 /// Table rows in display order: the configured methods, then the full training set.
-fn table<F>(json: &ReportJson, cfg: &Config, cell: F) -> Result<String>
+fn table<F>(json: &ReportJson, cfg: &ReportConfig, cell: F) -> Result<String>
 where
     F: Fn(&ResultEntry, &ResultEntry) -> String,
 {
@@ -594,11 +590,11 @@ where
 }
 
 /// The accuracy table (Table II layout): "mean ± std" in %.
-pub fn accuracy_table(json: &ReportJson, cfg: &Config) -> Result<String> {
+pub fn accuracy_table(json: &ReportJson, cfg: &ReportConfig) -> Result<String> {
     table(json, cfg, |e, _| format!("{} ± {}", pct(e.accuracy_mean), pct(e.accuracy_std)))
 }
 
-fn markdown(json: &ReportJson, cfg: &Config) -> Result<String> {
+fn markdown(json: &ReportJson, cfg: &ReportConfig) -> Result<String> {
     let mut s = String::new();
     writeln!(s, "# scDD distillation report\n")?;
     writeln!(

@@ -3,40 +3,32 @@
 //! cells/s, time per epoch and peak resident memory (VmHWM, reset between phases).
 use crate::foundation::{train_foundation, FoundationConfig, TrainData};
 use crate::generator::{train_generator, GenData, GeneratorConfig};
-use crate::h5ad::ReadOptions;
+use crate::io::h5ad::ReadOptions;
+use crate::params::Check;
 use crate::train::{holdout_split, TrainControl};
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::Device;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
+#[derive(Debug, Clone)]
+pub struct TrainParams {
     /// Training data (the 70 % training part of it is used, as after `scdd split`).
-    #[arg(long, default_value = "data/pbmc3k_seurat_labels_clustifyr.h5ad")]
     pub data: PathBuf,
-    #[arg(long, default_value = "cell_type")]
     pub label: String,
     /// cpu, cuda, cuda:N, or all (the CPU and, when present, CUDA device 0).
-    #[arg(long, default_value = "all")]
     pub device: String,
     /// Foundation epochs to time.
-    #[arg(long, default_value_t = 2)]
     pub foundation_epochs: usize,
     /// Generator steps to time.
-    #[arg(long, default_value_t = 300)]
     pub generator_steps: u64,
     /// Foundation hidden sizes (default: train-foundation's).
-    #[arg(long, value_delimiter = ',', default_values_t = FoundationConfig::default().hidden)]
     pub hidden: Vec<usize>,
-    #[arg(long, default_value_t = FoundationConfig::default().batch_size)]
     pub batch_size: usize,
     /// CPU threads for libtorch (default: libtorch's choice).
-    #[arg(long)]
     pub threads: Option<i32>,
     /// Also write the results as JSON here.
-    #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
@@ -67,12 +59,12 @@ pub struct BenchTrain {
 fn devices(spec: &str) -> Result<Vec<Device>> {
     if spec == "all" {
         let mut v = vec![Device::Cpu];
-        if crate::device::cuda_devices() > 0 {
+        if crate::nn::device::cuda_devices() > 0 {
             v.push(Device::Cuda(0));
         }
         return Ok(v);
     }
-    let d: crate::device::DeviceArg = spec.parse().map_err(|e: String| anyhow::anyhow!("--device: {e}"))?;
+    let d: crate::nn::device::DeviceArg = spec.parse().map_err(|e: String| crate::error::err!("--device: {e}"))?;
     Ok(vec![d.resolve()?])
 }
 
@@ -80,7 +72,7 @@ fn mib(b: Option<u64>) -> Option<f64> {
     b.map(|b| b as f64 / (1024.0 * 1024.0))
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: TrainParams) -> Result<()> {
     if let Some(n) = a.threads {
         tch::set_num_threads(n);
     }
@@ -88,7 +80,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.foundation_epochs == 0 || a.generator_steps == 0 {
         bail!("--foundation-epochs and --generator-steps must be at least 1");
     }
-    let full = crate::cmd::train_foundation::load_training_data(&a.data, &ReadOptions::default(), Some(&a.label), 3)?;
+    let full = crate::foundation::data::load_training_data(&a.data, &ReadOptions::default(), Some(&a.label), 3)?;
     let (_, ids, classes) = full.labels.clone().context("labels")?;
     // the 70 % training part, as `scdd split` would give
     let (train_rows, _) = holdout_split(full.x.n_rows(), Some(&ids), 0.3, 0);
@@ -99,7 +91,7 @@ pub fn run(a: Args) -> Result<()> {
     let data = TrainData { name: full.name.clone(), x: x.clone(), genes: full.genes.clone(), labels: None };
     let mut rows = Vec::new();
     for &dev in &devs {
-        let dname = crate::device::describe(dev);
+        let dname = crate::nn::device::describe(dev);
         // Foundation: defaults, no hold-out (pure training), fixed number of epochs.
         let fcfg = FoundationConfig {
             hidden: a.hidden.clone(),
@@ -111,7 +103,7 @@ pub fn run(a: Args) -> Result<()> {
         };
         crate::train::reset_peak_rss();
         let t0 = Instant::now();
-        let run = train_foundation(&data, &fcfg, &TrainControl::quiet(dev))?.finished()?;
+        let run = train_foundation(&data, &fcfg.clone().check()?, &TrainControl::quiet(dev))?;
         let _ = t0;
         let secs = run.train_seconds;
         let steps = run.report.steps;
@@ -135,7 +127,7 @@ pub fn run(a: Args) -> Result<()> {
         let gcfg = GeneratorConfig { steps: a.generator_steps, holdout: 0.0, ..GeneratorConfig::default() };
         let gdata = GenData { name: data.name.clone(), x: x.clone(), label_column: a.label.clone(), labels: sub_ids.clone(), classes: classes.clone() };
         crate::train::reset_peak_rss();
-        let grun = train_generator(&run.bundle, &gdata, &gcfg, &TrainControl::quiet(dev), true)?.finished()?;
+        let grun = train_generator(&run.bundle, &gdata, &gcfg.clone().check()?, &TrainControl::quiet(dev), true)?;
         let gsecs = grun.train_seconds;
         let batch = gcfg.batch_size.min(n);
         rows.push(Row {
@@ -158,7 +150,7 @@ pub fn run(a: Args) -> Result<()> {
     let json = serde_json::to_string_pretty(&out)?;
     match &a.json {
         Some(p) => {
-            crate::fsutil::write_atomic(p, format!("{json}\n").as_bytes())?;
+            crate::io::fs::write_atomic(p, format!("{json}\n").as_bytes())?;
             println!("wrote {}", p.display());
         }
         None => println!("{json}"),

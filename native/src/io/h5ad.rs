@@ -21,7 +21,7 @@
 //! anndata 0.8+ encoding (opened by `anndata.read_h5ad` without warnings), atomically.
 //!
 //! Every error is one line that names the file, the HDF5 field and the offending value.
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{err, bail, Context, Result};
 use hdf5::types::{CompoundField, CompoundType, FloatSize, IntSize, TypeDescriptor as TD, VarLenAscii, VarLenUnicode};
 use hdf5::{Hyperslab, Location, LocationType, Selection, SliceOrIndex};
 use scdd_core::dataset::Dataset;
@@ -77,6 +77,35 @@ pub struct ReadOptions {
     /// Take gene names from this `var` column instead of the `var` index (e.g. when the index
     /// holds Ensembl ids and a column holds symbols).
     pub gene_symbols: Option<String>,
+}
+
+/// Which matrix of a file to read and where gene names come from, as the CLI flags
+/// (`--layer`, `--raw`, `--gene-symbols`) and the pipeline config's dataset keys give it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatrixSpec {
+    /// Read `layers/NAME` instead of X.
+    pub layer: Option<String>,
+    /// Read `raw/X` instead of X (gene names from `raw/var`).
+    pub raw: bool,
+    /// Gene names from this var column instead of the var index.
+    pub gene_symbols: Option<String>,
+}
+
+impl MatrixSpec {
+    /// Refuses `layer` together with `raw`.
+    pub fn check(&self) -> Result<()> {
+        if self.raw && self.layer.is_some() {
+            return Err(crate::Error::param("--layer", self.layer.as_deref().unwrap_or(""), "give either --layer or --raw, not both"));
+        }
+        Ok(())
+    }
+    pub fn source(&self) -> MatrixSource {
+        MatrixSource::from_flags(self.layer.as_deref(), self.raw)
+    }
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions { matrix: self.source(), gene_symbols: self.gene_symbols.clone() }
+    }
 }
 
 impl ReadOptions {
@@ -261,8 +290,8 @@ impl H5adReader {
             {
                 let (idx, vals) = std::thread::scope(|s| {
                     let h = s.spawn(|| di.read_u32(range.clone(), &fi));
-                    let vals = dd.read_f32(range.clone()).map_err(|e| anyhow!("{fd}: {e}"));
-                    (h.join().unwrap_or_else(|_| Err(anyhow!("{fi}: reader thread panicked"))), vals)
+                    let vals = dd.read_f32(range.clone()).map_err(|e| err!("{fd}: {e}"));
+                    (h.join().unwrap_or_else(|_| Err(err!("{fi}: reader thread panicked"))), vals)
                 });
                 return Ok((idx?, vals?));
             }
@@ -371,7 +400,7 @@ impl H5adReader {
             None => Ok(frame.index),
             Some(col) => {
                 let c = frame.columns.iter().find(|(n, _)| n == col).map(|(_, c)| c).ok_or_else(|| {
-                    anyhow!(
+                    err!(
                         "{var_path}/{col}: no such column for gene symbols; {var_path} has: {}",
                         describe(&frame.columns)
                     )
@@ -383,7 +412,7 @@ impl H5adReader {
                         .enumerate()
                         .map(|(i, &k)| {
                             categories.get(k as usize).filter(|_| k >= 0).cloned().ok_or_else(|| {
-                                anyhow!("{var_path}/{col}: gene {i} ({}) has no symbol (code {k})", frame.index[i])
+                                err!("{var_path}/{col}: gene {i} ({}) has no symbol (code {k})", frame.index[i])
                             })
                         })
                         .collect(),
@@ -449,7 +478,7 @@ fn open_file(path: &Path) -> Result<hdf5::File> {
     hdf5::File::with_options()
         .with_fapl(|fapl| fapl.file_locking(false))
         .open(path)
-        .map_err(|e| anyhow!("{p}: cannot open as HDF5: {}", one_line(&e.to_string())))
+        .map_err(|e| err!("{p}: cannot open as HDF5: {}", one_line(&e.to_string())))
 }
 
 /// HDF5 files start with an 8-byte signature at offset 0, 512, 1024, 2048, ...
@@ -563,7 +592,7 @@ fn locate_matrix(file: &hdf5::File, src: &MatrixSource) -> Result<(MatrixInfo, S
                 }
             };
             let shape = attr_ints(&g, shape_attr, &path)?
-                .ok_or_else(|| anyhow!("{path}: sparse matrix has no {shape_attr} attribute"))?;
+                .ok_or_else(|| err!("{path}: sparse matrix has no {shape_attr} attribute"))?;
             if shape.len() != 2 || shape.iter().any(|&s| s < 0) {
                 bail!("{path}: attribute {shape_attr} = {shape:?}, expected two non-negative integers");
             }
@@ -716,7 +745,7 @@ impl DirectArray {
     /// indices are signed).
     fn read_u32(&self, range: Range<usize>, field: &str) -> Result<Vec<u32>> {
         let mut v = vec![0u32; range.len()];
-        self.read_words(range.start, &mut v).map_err(|e| anyhow!("{field}: {e}"))?;
+        self.read_words(range.start, &mut v).map_err(|e| err!("{field}: {e}"))?;
         if let Some(k) = v.iter().position(|&i| i > i32::MAX as u32) {
             bail!("{field}: index {} at position {} is out of range", v[k] as i32, range.start + k);
         }
@@ -787,7 +816,7 @@ fn read_index_range(ds: &hdf5::Dataset, range: Range<usize>, field: &str) -> Res
         let arr = h5(ds.read_slice_1d::<i64, _>(a..b), field)?;
         for (k, &v) in arr.iter().enumerate() {
             let v =
-                u32::try_from(v).map_err(|_| anyhow!("{field}: index {v} at position {} is out of range", a + k))?;
+                u32::try_from(v).map_err(|_| err!("{field}: index {v} at position {} is out of range", a + k))?;
             out.push(v);
         }
         a = b;
@@ -856,7 +885,7 @@ impl Values {
             Values::Int(v) => v
                 .into_iter()
                 .enumerate()
-                .map(|(i, c)| i32::try_from(c).map_err(|_| anyhow!("{field}: code {c} at row {i} is out of range")))
+                .map(|(i, c)| i32::try_from(c).map_err(|_| err!("{field}: code {c} at row {i} is out of range")))
                 .collect(),
             _ => bail!("{field}: category codes must be integers"),
         }
@@ -994,9 +1023,9 @@ fn read_frame_compound(file: &hdf5::File, ds: &hdf5::Dataset, path: &str) -> Res
     let index_field = fields
         .iter()
         .find(|f| f.name == "index" || f.name == "_index")
-        .ok_or_else(|| anyhow!("{path}: record array has no index field"))?;
+        .ok_or_else(|| err!("{path}: record array has no index field"))?;
     let index = read_compound_field(ds, index_field, path)?
-        .ok_or_else(|| anyhow!("{path}: index field has unsupported type {}", index_field.ty))?
+        .ok_or_else(|| err!("{path}: index field has unsupported type {}", index_field.ty))?
         .into_strings();
     let mut columns = Vec::new();
     for f in fields.iter().filter(|f| f.name != index_field.name) {
@@ -1024,7 +1053,7 @@ fn one_line(s: &str) -> String {
 
 /// Maps an HDF5 error to a one-line error naming `field`.
 fn h5<T>(r: hdf5::Result<T>, field: &str) -> Result<T> {
-    r.map_err(|e| anyhow!("{field}: {}", one_line(&e.to_string())))
+    r.map_err(|e| err!("{field}: {}", one_line(&e.to_string())))
 }
 
 fn descriptor(c: &hdf5::Container, field: &str) -> Result<TD> {
@@ -1036,7 +1065,7 @@ fn descriptor(c: &hdf5::Container, field: &str) -> Result<TD> {
 fn read_values(ds: &hdf5::Dataset, field: &str) -> Result<Values> {
     read_values_opt(ds, field)?.ok_or_else(|| {
         let t = descriptor(ds, field).map(|d| d.to_string()).unwrap_or_else(|_| "unknown".into());
-        anyhow!("{field}: unsupported dtype {t}")
+        err!("{field}: unsupported dtype {t}")
     })
 }
 
@@ -1048,7 +1077,7 @@ fn read_values_opt(ds: &hdf5::Dataset, field: &str) -> Result<Option<Values>> {
             let v = h5(ds.read_raw::<u64>(), field)?;
             Values::Int(
                 v.into_iter()
-                    .map(|x| i64::try_from(x).map_err(|_| anyhow!("{field}: value {x} does not fit in int64")))
+                    .map(|x| i64::try_from(x).map_err(|_| err!("{field}: value {x} does not fit in int64")))
                     .collect::<Result<_>>()?,
             )
         }
@@ -1102,7 +1131,7 @@ fn read_raw_bytes(
     elem_size: usize,
     field: &str,
 ) -> Result<Vec<u8>> {
-    let n = c.space().map(|s| s.size()).map_err(|e| anyhow!("{field}: {}", one_line(&e.to_string())))?;
+    let n = c.space().map(|s| s.size()).map_err(|e| err!("{field}: {}", one_line(&e.to_string())))?;
     let mut buf = vec![0u8; n * elem_size];
     if buf.is_empty() {
         return Ok(buf);
@@ -1215,7 +1244,7 @@ fn attr_bool(loc: &Location, name: &str, path: &str) -> Result<Option<bool>> {
 /// anndata `encoding-type` / `encoding-version`. The file is written to a temporary sibling
 /// and renamed, so an error never leaves a partial file at `path`.
 pub fn write_h5ad(path: &Path, ds: &Dataset, uns: &BTreeMap<String, String>) -> Result<()> {
-    crate::fsutil::with_atomic(path, |tmp| {
+    crate::io::fs::with_atomic(path, |tmp| {
         write_file(tmp, ds, uns).with_context(|| format!("{}: writing", path.display()))?;
         // Make the data durable before the rename makes it visible.
         std::fs::File::open(tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: syncing", tmp.display()))?;
@@ -1251,7 +1280,7 @@ fn write_file(tmp: &Path, ds: &Dataset, uns: &BTreeMap<String, String>) -> Resul
 }
 
 fn vlu(s: &str, field: &str) -> Result<VarLenUnicode> {
-    s.parse::<VarLenUnicode>().map_err(|_| anyhow!("{field}: value {s:?} contains a NUL character"))
+    s.parse::<VarLenUnicode>().map_err(|_| err!("{field}: value {s:?} contains a NUL character"))
 }
 
 /// Refuses names HDF5 would treat as paths.

@@ -2,12 +2,16 @@
 //! latent space: training the x0-predicting denoiser `U(z_t, t, τ(c))` (eq. 3) with an EMA of
 //! its weights, sampling new cells by iterating the reverse process (DDPM posterior with the
 //! predicted `z_0`, DDIM, or one step from noise), and the quality report.
-use crate::checkpoint::Checkpoint;
+pub mod data;
+pub mod output;
+
 use crate::foundation::dense_batch;
+use crate::nn::optim::{AdamW, Ema};
 use crate::nn::{init_denoiser, Mode, TchModel};
-use crate::optim::{AdamW, Ema};
-use crate::train::{holdout_split, Batcher, Outcome, Progress, TrainControl};
-use anyhow::{bail, Context, Result};
+use crate::params::{self, Check, Checked};
+use crate::train::checkpoint::{Checkpoint, CheckpointKind};
+use crate::train::{holdout_split, Batcher, Progress, TrainControl};
+use crate::error::{bail, Context, Result};
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::graph::{DenoiserSpec, NoiseSchedule};
 use scdd_core::matrix::CsrMatrix;
@@ -16,13 +20,19 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// How SCDG is trained. Serialised with the CLI flags' names (`timesteps`, `latent_scale =
+/// "auto"`, `report_sampler = "ddpm"`): the pipeline's `[generator]` table deserialises into it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct GeneratorConfig {
     /// Denoiser hidden sizes (down path; the up path mirrors all but the last).
     pub hidden: Vec<usize>,
     /// Width of the time and class embeddings.
     pub emb_dim: usize,
-    pub schedule: NoiseSchedule,
+    /// Diffusion steps T.
+    pub timesteps: u32,
+    pub beta_min: f64,
+    pub beta_max: f64,
     pub lr: f64,
     pub weight_decay: f64,
     pub batch_size: usize,
@@ -32,18 +42,23 @@ pub struct GeneratorConfig {
     pub holdout: f64,
     pub seed: u64,
     /// How the report samples cells.
+    #[serde(with = "as_text")]
     pub report_sampler: Sampler,
-    /// Radius of the latent sphere the diffusion runs on (see [`scale_latents`]); None = auto:
+    /// Radius of the latent sphere the diffusion runs on (see [`scale_latents`]); auto:
     /// `√latent_dim` when the foundation's latents are L2-normalised (unit norm), else 1.
-    pub latent_scale: Option<f32>,
+    #[serde(with = "as_text")]
+    pub latent_scale: LatentScale,
 }
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
+        let s = NoiseSchedule::default();
         GeneratorConfig {
             hidden: vec![512, 512, 256, 128],
             emb_dim: 128,
-            schedule: NoiseSchedule::default(),
+            timesteps: s.steps,
+            beta_min: s.beta_min,
+            beta_max: s.beta_max,
             lr: 1e-3,
             weight_decay: 0.0,
             batch_size: 256,
@@ -52,35 +67,108 @@ impl Default for GeneratorConfig {
             holdout: 0.1,
             seed: 0,
             report_sampler: Sampler::Ddpm,
-            latent_scale: None,
+            latent_scale: LatentScale(None),
         }
     }
 }
 
 impl GeneratorConfig {
-    pub fn validate(&self) -> Result<()> {
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            bail!("--hidden {:?}: need at least one layer, sizes >= 1", self.hidden);
+    /// The noise schedule these settings describe.
+    pub fn schedule(&self) -> NoiseSchedule {
+        NoiseSchedule { beta_min: self.beta_min, beta_max: self.beta_max, steps: self.timesteps }
+    }
+}
+
+impl Check for GeneratorConfig {
+    fn validate(&self) -> Result<()> {
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h == 0 || h > 65_536) {
+            return Err(crate::Error::param("--hidden", format!("{:?}", self.hidden), "need at least one layer, sizes between 1 and 65536"));
         }
-        if self.emb_dim == 0 || !self.emb_dim.is_multiple_of(2) {
-            bail!("--emb-dim {}: must be even and >= 2", self.emb_dim);
+        if self.emb_dim < 2 || !self.emb_dim.is_multiple_of(2) || self.emb_dim > 65_536 {
+            return Err(crate::Error::param("--emb-dim", self.emb_dim, "must be even, between 2 and 65536"));
         }
-        self.schedule.validate().context("noise schedule")?;
-        if self.steps == 0 {
-            bail!("--steps must be at least 1");
-        }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            bail!("--ema-decay {}: must be in [0, 1)", self.ema_decay);
-        }
-        if !(0.0..1.0).contains(&self.holdout) {
-            bail!("--holdout {}: must be in [0, 1)", self.holdout);
-        }
-        if let Some(s) = self.latent_scale {
-            if !(s > 0.0 && s.is_finite()) {
-                bail!("--latent-scale {s}: must be > 0");
+        params::count("--timesteps", self.timesteps as u64, 1, 100_000)?;
+        for (name, b) in [("--beta-min", self.beta_min), ("--beta-max", self.beta_max)] {
+            if !(b.is_finite() && b > 0.0 && b < 1.0) {
+                return Err(crate::Error::param(name, b, "must be in (0, 1)"));
             }
         }
+        if self.beta_min > self.beta_max {
+            return Err(crate::Error::param("--beta-min", self.beta_min, format!("must not exceed --beta-max {}", self.beta_max)));
+        }
+        self.schedule().validate().context("noise schedule")?;
+        params::positive("--lr", self.lr)?;
+        params::non_negative("--weight-decay", self.weight_decay)?;
+        params::count("--batch-size", self.batch_size as u64, 2, 1 << 20)?;
+        params::count("--steps", self.steps, 1, 100_000_000)?;
+        params::in_unit("--ema-decay", self.ema_decay, 0.0, 1.0)?;
+        params::in_unit("--holdout", self.holdout, 0.0, 1.0)?;
+        match self.report_sampler {
+            Sampler::SingleStep { t } if t < 1 || t > self.timesteps => {
+                return Err(crate::Error::param("--report-sampler", format!("single:{t}"), format!("t must be in 1..={}", self.timesteps)))
+            }
+            Sampler::Ddim { steps: 0 } => return Err(crate::Error::param("--report-sampler", "ddim:0", "needs at least 1 step")),
+            _ => {}
+        }
         Ok(())
+    }
+}
+
+/// `--latent-scale auto|S`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatentScale(pub Option<f32>);
+
+impl std::str::FromStr for LatentScale {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "auto" {
+            return Ok(LatentScale(None));
+        }
+        match s.parse::<f32>() {
+            Ok(v) if v > 0.0 && v.is_finite() => Ok(LatentScale(Some(v))),
+            _ => Err(format!("latent scale {s:?}: use auto or a number > 0")),
+        }
+    }
+}
+
+impl as_text::Flag for LatentScale {
+    fn flag(&self) -> String {
+        match self.0 {
+            None => "auto".into(),
+            Some(v) => v.to_string(),
+        }
+    }
+}
+
+/// Serde as the flag's text (`FromStr` / [`as_text::Flag`]); numbers are accepted too.
+mod as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::str::FromStr;
+
+    /// The value as its flag's text.
+    pub trait Flag {
+        fn flag(&self) -> String;
+    }
+
+    pub fn serialize<T: Flag, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.flag())
+    }
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err = String>,
+        D: Deserializer<'de>,
+    {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            F(f64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::F(f) => f.to_string(),
+        };
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -184,19 +272,16 @@ struct State {
     history: Vec<(u64, f64)>,
 }
 
-const TASK: &str = "generator";
-
 /// Trains the denoiser on the foundation's latents of `data`. The foundation bundle must have
 /// an encoder. Returns the generator bundle (EMA weights; encoder kept unless `keep_encoder`
 /// is false) and the quality report (None when nothing was held out).
 pub fn train_generator(
     foundation: &GeneratorBundle,
     data: &GenData,
-    cfg: &GeneratorConfig,
+    cfg: &Checked<GeneratorConfig>,
     ctl: &TrainControl,
     keep_encoder: bool,
-) -> Result<Outcome<GeneratorRun>> {
-    cfg.validate()?;
+) -> Result<GeneratorRun> {
     if foundation.spec.encoder.is_none() {
         bail!("the foundation bundle has no encoder; train-generator needs one to embed the training cells");
     }
@@ -221,7 +306,7 @@ pub fn train_generator(
     let fit: Vec<usize> = fit_l.iter().map(|&i| labelled[i]).collect();
     let held: Vec<usize> = held_l.iter().map(|&i| labelled[i]).collect();
     let device = ctl.device;
-    let scale = cfg.latent_scale.unwrap_or(if unit_norm_latents(&foundation.spec) { (foundation.spec.latent_dim as f32).sqrt() } else { 1.0 });
+    let scale = cfg.latent_scale.0.unwrap_or(if unit_norm_latents(&foundation.spec) { (foundation.spec.latent_dim as f32).sqrt() } else { 1.0 });
     let scaled;
     let foundation = if scale != 1.0 {
         scaled = scale_latents(foundation, scale)?;
@@ -239,7 +324,7 @@ pub fn train_generator(
         norm_eps: 1e-5,
     };
     spec.denoiser = Some(dspec.clone());
-    spec.schedule = cfg.schedule.clone();
+    spec.schedule = cfg.schedule();
     let mut tensors = foundation.tensors.clone();
     tensors.extend(init_denoiser(&dspec, cfg.seed));
     let mut model = TchModel::new(spec, &tensors, device)?;
@@ -249,18 +334,24 @@ pub fn train_generator(
     let started = Instant::now();
     let z_all = encode_rows(&model, &data.x, &fit)?;
     let cls_all = Tensor::from_slice(&fit.iter().map(|&i| data.labels[i].unwrap() as i64).collect::<Vec<_>>()).to_device(device);
-    let tables = ScheduleTables::new(&cfg.schedule, device);
+    let tables = ScheduleTables::new(&cfg.schedule(), device);
     let mut batcher = Batcher::new(fit.len(), cfg.batch_size, cfg.seed).with_context(|| data.name.clone())?;
     let params = model.trainable("denoiser.");
     let mut opt = AdamW::new(params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), cfg.lr, cfg.weight_decay);
     let mut ema = Ema::new(&params, cfg.ema_decay);
-    let config_json = serde_json::to_string(cfg)?;
+    let config_json = serde_json::to_string(&**cfg)?;
+    let mut inputs = BTreeMap::from([
+        ("training cells".to_string(), format!("{} × {} genes", data.x.n_rows(), data.x.n_cols())),
+        ("training data".to_string(), crate::train::fingerprint_csr(&data.x)),
+        ("foundation".to_string(), foundation.generator_id()),
+    ]);
+    inputs.insert("classes".to_string(), data.classes.join(","));
     let mut st = State::default();
     let mut step = 0u64;
     if ctl.resume {
         let path = ctl.checkpoint.as_ref().context("--resume needs a checkpoint path")?;
-        let ck = Checkpoint::load(path)?;
-        ck.check(path, TASK, &config_json)?;
+        let ck = Checkpoint::load(CheckpointKind::Generator, path)?;
+        ck.check(path, &config_json, &inputs)?;
         model.load_values(ck.group("model/", device)?.iter())?;
         let all = ck.all(device)?;
         opt.load_state(&all, ck.step)?;
@@ -270,7 +361,7 @@ pub fn train_generator(
     }
     let save = |step: u64, st: &State, opt: &AdamW, ema: &Ema| -> Result<()> {
         let Some(path) = &ctl.checkpoint else { return Ok(()) };
-        let mut ck = Checkpoint { task: TASK.into(), config: config_json.clone(), step, state: serde_json::to_string(st)?, tensors: BTreeMap::new() };
+        let mut ck = Checkpoint::new(config_json.clone(), inputs.clone(), step, serde_json::to_string(st)?);
         for (name, t) in model.state("denoiser.") {
             ck.put(format!("model/{name}"), &t)?;
         }
@@ -280,7 +371,7 @@ pub fn train_generator(
         for (name, t) in ema.shadow() {
             ck.put(format!("ema/{name}"), t)?;
         }
-        ck.save(path)
+        ck.save(CheckpointKind::Generator, path)
     };
     let progress = Progress::new("generator", cfg.steps, step, ctl.progress, "cells");
     progress.log(&format!(
@@ -291,11 +382,11 @@ pub fn train_generator(
         cfg.hidden,
         cfg.emb_dim,
         model.n_params("denoiser."),
-        cfg.schedule.steps,
+        cfg.timesteps,
         cfg.steps,
-        crate::device::describe(device)
+        crate::nn::device::describe(device)
     ));
-    let big_t = cfg.schedule.steps;
+    let big_t = cfg.timesteps;
     let latent = model.spec.latent_dim;
     let mut done = 0u64;
     let log_every = (cfg.steps / 10).max(1);
@@ -305,9 +396,9 @@ pub fn train_generator(
         let idx = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(device);
         let z0 = z_all.index_select(0, &idx);
         let c = cls_all.index_select(0, &idx);
-        let mut rng = crate::rng::stream(cfg.seed, "diffusion", step);
+        let mut rng = crate::nn::rng::stream(cfg.seed, "diffusion", step);
         let ts: Vec<i64> = (0..b).map(|_| 1 + (rand::Rng::gen_range(&mut rng, 0..big_t)) as i64).collect();
-        let eps = crate::rng::normals(&mut rng, b * latent);
+        let eps = crate::nn::rng::normals(&mut rng, b * latent);
         let t = Tensor::from_slice(&ts).to_device(device);
         let eps = Tensor::from_slice(&eps).reshape([b as i64, latent as i64]).to_device(device);
         let a = tables.sqrt_ab.index_select(0, &t).unsqueeze(1);
@@ -323,7 +414,7 @@ pub fn train_generator(
         done += b as u64;
         let lv = loss.double_value(&[]);
         if !lv.is_finite() {
-            bail!("generator training diverged at step {step} (loss {lv}); try a smaller --lr");
+            return Err(crate::Error::NonFinite { what: "train-generator".into(), step, value: lv, flag: "--lr".into() });
         }
         st.loss_sum += lv;
         st.loss_n += 1;
@@ -338,10 +429,10 @@ pub fn train_generator(
         if ctl.checkpoint_every > 0 && step.is_multiple_of(ctl.checkpoint_every) {
             save(step, &st, &opt, &ema)?;
         }
-        if ctl.stop_after == Some(step) && step < cfg.steps {
+        if ctl.stops_at(step, cfg.steps) {
             save(step, &st, &opt, &ema)?;
             progress.finish();
-            return Ok(Outcome::Interrupted { step });
+            return Err(ctl.interrupted(step));
         }
     }
     progress.finish();
@@ -359,16 +450,16 @@ pub fn train_generator(
     meta.insert("generator.train_data".into(), data.name.clone());
     meta.insert("generator.loss_history".into(), serde_json::to_string(&st.history)?);
     meta.insert("generator.seconds".into(), format!("{train_secs:.1}"));
-    meta.insert("generator.device".into(), crate::device::describe(device));
+    meta.insert("generator.device".into(), crate::nn::device::describe(device));
     if let Some(r) = &report {
         meta.insert("generator.report".into(), serde_json::to_string(r)?);
     }
-    meta.insert("created".into(), crate::fsutil::now_rfc3339());
+    meta.insert("created".into(), crate::io::fs::now_rfc3339());
     meta.insert("scdd_version".into(), scdd_core::SCDD_VERSION.to_string());
     let bundle = model.to_bundle(foundation.genes.clone(), data.label_column.clone(), data.classes.clone(), meta)?;
     let bundle = if keep_encoder { bundle } else { bundle.without_encoder() };
     let denoiser_params = model.n_params("denoiser.");
-    Ok(Outcome::Finished(GeneratorRun { bundle, quality: report, train_seconds: train_secs, denoiser_params }))
+    Ok(GeneratorRun { bundle, quality: report, train_seconds: train_secs, denoiser_params })
 }
 
 // ------------------------------------------------------------------------------------------
@@ -406,6 +497,16 @@ pub fn ddim_timesteps(big_t: u32, steps: u32) -> Vec<u32> {
         .collect();
     ts.dedup();
     ts
+}
+
+impl as_text::Flag for Sampler {
+    fn flag(&self) -> String {
+        match self {
+            Sampler::Ddpm => "ddpm".into(),
+            Sampler::Ddim { steps } => format!("ddim:{steps}"),
+            Sampler::SingleStep { t } => format!("single:{t}"),
+        }
+    }
 }
 
 impl std::str::FromStr for Sampler {
@@ -453,9 +554,9 @@ pub fn sample_latents(model: &TchModel, classes: &[u32], sampler: &Sampler, seed
     let mut out = Vec::new();
     for (ci, chunk) in classes.chunks(4096).enumerate() {
         let n = chunk.len() as i64;
-        let mut rng = crate::rng::stream(seed, "sample", ci as u64);
+        let mut rng = crate::nn::rng::stream(seed, "sample", ci as u64);
         let noise = |rng: &mut rand_chacha::ChaCha8Rng| {
-            Tensor::from_slice(&crate::rng::normals(rng, chunk.len() * l)).reshape([n, l as i64]).to_device(dev)
+            Tensor::from_slice(&crate::nn::rng::normals(rng, chunk.len() * l)).reshape([n, l as i64]).to_device(dev)
         };
         let cls = Tensor::from_slice(&chunk.iter().map(|&c| c as i64).collect::<Vec<_>>()).to_device(dev);
         let tvec = |t: u32| Tensor::full([n], t as i64, (Kind::Int64, dev));
@@ -600,7 +701,7 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
     // PCA on up to 2000 training cells (seeded subsample).
     let mut pool = fit.to_vec();
     if pool.len() > 2000 {
-        let perm = crate::rng::permutation(&mut crate::rng::stream(seed, "pca", 0), pool.len());
+        let perm = crate::nn::rng::permutation(&mut crate::nn::rng::stream(seed, "pca", 0), pool.len());
         pool = perm[..2000].iter().map(|&i| fit[i]).collect();
     }
     let pca_fit = tch::no_grad(|| pca(&dense_batch(&data.x, &pool, dev), 50));
@@ -608,7 +709,7 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
     let sigma_all = scdd_core::metrics::median_distance(held_all.view());
     // Generated cells of every class in one sampling run (one reverse chain for all).
     let gen_classes: Vec<u32> = (0..n_classes).flat_map(|c| std::iter::repeat_n(c as u32, by_class_held[c].len())).collect();
-    let gen_all = sample_cells(model, &gen_classes, sampler, crate::rng::derive(seed, "report", 0))?;
+    let gen_all = sample_cells(model, &gen_classes, sampler, crate::nn::rng::derive(seed, "report", 0))?;
     let mut offsets = vec![0i64; n_classes];
     for c in 1..n_classes {
         offsets[c] = offsets[c - 1] + by_class_held[c - 1].len() as i64;
@@ -628,11 +729,11 @@ pub fn quality_report(model: &TchModel, data: &GenData, fit: &[usize], held: &[u
         })?;
         // real training cells of the class, n of them (with repetition if the class is small)
         let f = &by_class_fit[c];
-        let mut rng = crate::rng::stream(seed, "report-real", c as u64);
+        let mut rng = crate::nn::rng::stream(seed, "report-real", c as u64);
         let pick: Vec<usize> = if f.is_empty() {
             Vec::new()
         } else {
-            let perm = crate::rng::permutation(&mut rng, f.len());
+            let perm = crate::nn::rng::permutation(&mut rng, f.len());
             (0..n).map(|i| f[perm[i % f.len()]]).collect()
         };
         let tr_x = dense_batch(&data.x, &pick, dev);

@@ -1,11 +1,14 @@
 //! Training the foundation autoencoder: a SCimilarity-style encoder (genes → hidden → latent,
 //! L2-normalised) and a mirrored decoder with a non-negative output, fitted to log-normalised
 //! cells with AdamW, early stopping on a held-out part, and a reconstruction report.
-use crate::checkpoint::Checkpoint;
+pub mod data;
+
+use crate::nn::optim::AdamW;
 use crate::nn::{from_array, Mode, TchModel};
-use crate::optim::AdamW;
-use crate::train::{holdout_split, Batcher, Outcome, Progress, TrainControl};
-use anyhow::{bail, Context, Result};
+use crate::params::{self, Check, Checked};
+use crate::train::checkpoint::{Checkpoint, CheckpointKind};
+use crate::train::{holdout_split, Batcher, Progress, TrainControl};
+use crate::error::{bail, Context, Result};
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::graph::{Activation, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
 use scdd_core::matrix::CsrMatrix;
@@ -33,7 +36,11 @@ use tch::{Device, Kind, Tensor};
 /// Plain MSE on log-normalised values makes the decoder predict E[log1p(x) | z], the quantity a
 /// log-space class mean estimates; the Softplus keeps it non-negative without dead outputs.
 /// Training stops early on the held-out loss (pbmc3k: ~38 epochs, pancreas: ~45).
+///
+/// Serialised with the CLI flags' names (`epochs`, `output = "softplus"`): the pipeline's
+/// `[foundation]` table deserialises into this struct.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FoundationConfig {
     /// Encoder hidden sizes (the decoder mirrors them).
     pub hidden: Vec<usize>,
@@ -43,6 +50,7 @@ pub struct FoundationConfig {
     /// Dropout before every other hidden block.
     pub dropout: f32,
     /// Decoder output nonlinearity (Softplus: non-negative and smooth).
+    #[serde(with = "output_name")]
     pub output: Activation,
     /// Extra weight of non-zero entries in the squared error: `(1 + w·[x > 0])·(x̂ − x)²`.
     /// Counters the pull towards zero of sparse data (0 = plain MSE).
@@ -50,6 +58,7 @@ pub struct FoundationConfig {
     pub lr: f64,
     pub weight_decay: f64,
     pub batch_size: usize,
+    #[serde(rename = "epochs", alias = "max_epochs")]
     pub max_epochs: usize,
     /// Stop after this many epochs without improvement of the held-out loss (0 = never).
     pub patience: usize,
@@ -59,7 +68,39 @@ pub struct FoundationConfig {
     /// (1 = constant learning rate).
     pub lr_decay: f64,
     pub seed: u64,
+    /// Genes detected in fewer training cells are left out of the model's gene list.
+    pub min_cells: u64,
 }
+
+/// `softplus | relu | identity`, the names of `--output`.
+mod output_name {
+    use scdd_core::graph::Activation;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(s: &str) -> Result<Activation, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "softplus" => Ok(Activation::Softplus),
+            "relu" => Ok(Activation::Relu),
+            "identity" => Ok(Activation::Identity),
+            _ => Err(format!("output {s:?}: use softplus, relu or identity")),
+        }
+    }
+    pub fn name(a: Activation) -> &'static str {
+        match a {
+            Activation::Relu => "relu",
+            Activation::Identity => "identity",
+            _ => "softplus",
+        }
+    }
+    pub fn serialize<S: Serializer>(a: &Activation, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name(*a))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Activation, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+pub use output_name::parse as parse_output;
 
 impl Default for FoundationConfig {
     fn default() -> Self {
@@ -78,35 +119,33 @@ impl Default for FoundationConfig {
             val_fraction: 0.1,
             lr_decay: 1.0,
             seed: 0,
+            min_cells: 3,
         }
     }
 }
 
-impl FoundationConfig {
-    pub fn validate(&self) -> Result<()> {
-        if self.latent_dim == 0 {
-            bail!("--latent-dim must be at least 1");
+impl Check for FoundationConfig {
+    fn validate(&self) -> Result<()> {
+        params::count("--latent-dim", self.latent_dim as u64, 1, 65_536)?;
+        if self.hidden.iter().any(|&h| h == 0 || h > 65_536) {
+            return Err(crate::Error::param("--hidden", format!("{:?}", self.hidden), "layer sizes must be between 1 and 65536"));
         }
-        if self.hidden.contains(&0) {
-            bail!("--hidden {:?}: layer sizes must be at least 1", self.hidden);
-        }
-        for (name, p) in [("--input-dropout", self.input_dropout), ("--dropout", self.dropout)] {
-            if !(0.0..1.0).contains(&p) {
-                bail!("{name} {p}: must be in [0, 1)");
-            }
-        }
-        if !(0.0..1.0).contains(&self.val_fraction) {
-            bail!("--val-fraction {}: must be in [0, 1)", self.val_fraction);
-        }
-        if self.max_epochs == 0 {
-            bail!("--epochs must be at least 1");
-        }
-        if self.lr.is_nan() || self.lr <= 0.0 {
-            bail!("--lr {}: must be > 0", self.lr);
+        params::in_unit("--input-dropout", self.input_dropout as f64, 0.0, 1.0)?;
+        params::in_unit("--dropout", self.dropout as f64, 0.0, 1.0)?;
+        params::in_unit("--val-fraction", self.val_fraction, 0.0, 1.0)?;
+        params::non_negative("--nonzero-weight", self.nonzero_weight as f64)?;
+        params::count("--epochs", self.max_epochs as u64, 1, 100_000)?;
+        params::count("--batch-size", self.batch_size as u64, 2, 1 << 20)?;
+        params::positive("--lr", self.lr)?;
+        params::non_negative("--weight-decay", self.weight_decay)?;
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return Err(crate::Error::param("--lr-decay", self.lr_decay, "must be in (0, 1]"));
         }
         Ok(())
     }
+}
 
+impl FoundationConfig {
     /// The graph of an autoencoder for `n_genes` genes.
     pub fn graph(&self, n_genes: usize) -> GraphSpec {
         let encoder = Stack::mlp(
@@ -141,6 +180,16 @@ pub struct TrainData {
     pub genes: Vec<String>,
     /// Class per cell (for a stratified hold-out and the per-class numbers), if a label was given.
     pub labels: Option<(String, Vec<Option<u32>>, Vec<String>)>,
+}
+
+impl TrainData {
+    /// What a checkpoint remembers of these inputs (shape and a content hash of the values).
+    pub fn fingerprint(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("training cells".to_string(), format!("{} × {} genes", self.x.n_rows(), self.x.n_cols())),
+            ("training data".to_string(), crate::train::fingerprint_csr(&self.x)),
+        ])
+    }
 }
 
 /// Reconstruction quality on a set of cells.
@@ -371,12 +420,9 @@ pub fn evaluate_reconstruction(
     Ok((report, loss_sum / cells.max(1) as f64))
 }
 
-const TASK: &str = "foundation";
-
 /// Trains the autoencoder. Returns the foundation bundle (encoder + decoder, best held-out
-/// weights) and its report, or [`Outcome::Interrupted`] when `ctl.stop_after` was reached.
-pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainControl) -> Result<Outcome<FoundationRun>> {
-    cfg.validate()?;
+/// weights) and its report, or [`crate::Error::Interrupted`] when `ctl.stop_after` was reached.
+pub fn train_foundation(data: &TrainData, cfg: &Checked<FoundationConfig>, ctl: &TrainControl) -> Result<FoundationRun> {
     let n = data.x.n_rows();
     if n == 0 {
         bail!("{}: the training set is empty (0 cells)", data.name);
@@ -394,14 +440,15 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
     let device = ctl.device;
     let model = TchModel::init(cfg.graph(g), cfg.seed, device)?;
     let mut opt = AdamW::new(model.trainable(""), cfg.lr, cfg.weight_decay);
-    let config_json = serde_json::to_string(cfg)?;
+    let config_json = serde_json::to_string(&**cfg)?;
+    let inputs = data.fingerprint();
     let mut st = State { lr: cfg.lr, ..Default::default() };
     let mut best: Option<Vec<(String, Tensor)>> = None;
     let mut step = 0u64;
     if ctl.resume {
         let path = ctl.checkpoint.as_ref().context("--resume needs a checkpoint path")?;
-        let ck = Checkpoint::load(path)?;
-        ck.check(path, TASK, &config_json)?;
+        let ck = Checkpoint::load(CheckpointKind::Foundation, path)?;
+        ck.check(path, &config_json, &inputs)?;
         let all = ck.group("model/", device)?;
         model.load_values(all.iter())?;
         opt.load_state(&ck.all(device)?, ck.step)?;
@@ -415,13 +462,7 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
     }
     let save = |step: u64, st: &State, opt: &AdamW, best: &Option<Vec<(String, Tensor)>>| -> Result<()> {
         let Some(path) = &ctl.checkpoint else { return Ok(()) };
-        let mut ck = Checkpoint {
-            task: TASK.into(),
-            config: config_json.clone(),
-            step,
-            state: serde_json::to_string(st)?,
-            tensors: BTreeMap::new(),
-        };
+        let mut ck = Checkpoint::new(config_json.clone(), inputs.clone(), step, serde_json::to_string(st)?);
         for (name, t) in model.state("") {
             ck.put(format!("model/{name}"), &t)?;
         }
@@ -433,7 +474,7 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
                 ck.put(format!("best/{name}"), t)?;
             }
         }
-        ck.save(path)
+        ck.save(CheckpointKind::Foundation, path)
     };
     let progress = Progress::new("foundation", total, step, ctl.progress, "cells");
     progress.log(&format!(
@@ -444,7 +485,7 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
         cfg.latent_dim,
         model.n_params(""),
         cfg.max_epochs,
-        crate::device::describe(device)
+        crate::nn::device::describe(device)
     ));
     let started = Instant::now();
     let mut cells_done = 0u64;
@@ -452,7 +493,7 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
         let local = batcher.rows(step);
         let rows: Vec<usize> = local.iter().map(|&i| fit[i]).collect();
         let xb = dense_batch(&data.x, &rows, device);
-        let mut rng = crate::rng::stream(cfg.seed, "dropout", step);
+        let mut rng = crate::nn::rng::stream(cfg.seed, "dropout", step);
         let z = model.encode_mode(&xb, &mut Mode::Train(Some(&mut rng)))?;
         let rec = model.decode_mode(&z, &mut Mode::Train(Some(&mut rng)));
         let loss = recon_loss(&rec, &xb, cfg.nonzero_weight);
@@ -463,7 +504,7 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
         cells_done += rows.len() as u64;
         let lv = loss.double_value(&[]);
         if !lv.is_finite() {
-            bail!("foundation training diverged at step {step} (loss {lv}); try a smaller --lr");
+            return Err(crate::Error::NonFinite { what: "train-foundation".into(), step, value: lv, flag: "--lr".into() });
         }
         st.loss_sum += lv;
         st.loss_n += 1;
@@ -508,10 +549,10 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
         if ctl.checkpoint_every > 0 && step.is_multiple_of(ctl.checkpoint_every) {
             save(step, &st, &opt, &best)?;
         }
-        if ctl.stop_after == Some(step) && step < total && !st.stopped_early {
+        if ctl.stops_at(step, total) && !st.stopped_early {
             save(step, &st, &opt, &best)?;
             progress.finish();
-            return Ok(Outcome::Interrupted { step });
+            return Err(ctl.interrupted(step));
         }
     }
     progress.finish();
@@ -542,11 +583,11 @@ pub fn train_foundation(data: &TrainData, cfg: &FoundationConfig, ctl: &TrainCon
         meta.insert("foundation.label".to_string(), col.clone());
     }
     meta.insert("foundation.seconds".to_string(), format!("{train_seconds:.1}"));
-    meta.insert("foundation.device".to_string(), crate::device::describe(device));
+    meta.insert("foundation.device".to_string(), crate::nn::device::describe(device));
     meta.insert("scdd_version".to_string(), scdd_core::SCDD_VERSION.to_string());
-    meta.insert("created".to_string(), crate::fsutil::now_rfc3339());
+    meta.insert("created".to_string(), crate::io::fs::now_rfc3339());
     let bundle = model.to_bundle(data.genes.clone(), String::new(), Vec::new(), meta)?;
-    Ok(Outcome::Finished(FoundationRun { bundle, report, train_seconds }))
+    Ok(FoundationRun { bundle, report, train_seconds })
 }
 
 /// Metadata keys that change from run to run (times, devices): left out when comparing bundles.

@@ -1,7 +1,8 @@
-//! AdamW and an exponential moving average of weights, written out in tch ops so that their
-//! state can be checkpointed (libtorch's optimizers do not expose theirs through tch) and a
-//! resumed run continues bit-for-bit.
-use anyhow::{anyhow, bail, Result};
+//! The one optimiser module of every loop: AdamW (the trainers; distillation with weight decay
+//! 0, i.e. Adam, on its codes) and an exponential moving average of weights, written out in tch
+//! ops so that their state can be checkpointed (libtorch's optimizers do not expose theirs
+//! through tch) and a resumed run continues bit-for-bit.
+use crate::error::{err, bail, Result};
 use std::collections::BTreeMap;
 use tch::Tensor;
 
@@ -45,6 +46,19 @@ impl AdamW {
     /// One update from the gradients currently stored on the parameters (parameters without a
     /// gradient are left alone).
     pub fn step(&mut self) {
+        let grads: Vec<Option<Tensor>> = self.params.iter().map(|(_, p)| Some(p.grad()).filter(|g| g.defined())).collect();
+        self.apply(&grads);
+    }
+
+    /// One update from explicitly given gradients, one per parameter in order (`None`: leave
+    /// that parameter alone). Distillation computes its gradient itself (the memory trick).
+    pub fn step_with(&mut self, grads: &[&Tensor]) {
+        let grads: Vec<Option<Tensor>> = grads.iter().map(|g| Some(g.shallow_clone())).collect();
+        self.apply(&grads);
+    }
+
+    fn apply(&mut self, grads: &[Option<Tensor>]) {
+        assert_eq!(grads.len(), self.params.len(), "one gradient per parameter");
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let bc1 = 1.0 - b1.powi(self.t as i32);
@@ -52,18 +66,15 @@ impl AdamW {
         let step_size = self.lr / bc1;
         let bc2_sqrt = bc2.sqrt();
         tch::no_grad(|| {
-            let it = self.params.iter_mut().zip(self.m.iter_mut()).zip(self.v.iter_mut()).zip(self.buf.iter_mut());
-            for ((((_, p), m), v), buf) in it {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
+            let it = self.params.iter_mut().zip(self.m.iter_mut()).zip(self.v.iter_mut()).zip(self.buf.iter_mut()).zip(grads);
+            for (((((_, p), m), v), buf), g) in it {
+                let Some(g) = g else { continue };
                 if self.weight_decay != 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
                 }
-                let _ = m.lerp_(&g, 1.0 - b1);
-                buf.copy_(&g);
-                let _ = buf.g_mul_(&g);
+                let _ = m.lerp_(g, 1.0 - b1);
+                buf.copy_(g);
+                let _ = buf.g_mul_(g);
                 let _ = v.lerp_(buf, 1.0 - b2);
                 // buf ← step_size · m / (√v / √bc2 + ε)
                 buf.copy_(v);
@@ -93,7 +104,7 @@ impl AdamW {
         tch::no_grad(|| -> Result<()> {
             for (((n, _), m), v) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
                 for (key, dst) in [(format!("adam.m/{n}"), m), (format!("adam.v/{n}"), v)] {
-                    let src = tensors.get(&key).ok_or_else(|| anyhow!("checkpoint: optimizer state {key} missing"))?;
+                    let src = tensors.get(&key).ok_or_else(|| err!("checkpoint: optimizer state {key} missing"))?;
                     if src.size() != dst.size() {
                         bail!("checkpoint: optimizer state {key} has shape {:?}, expected {:?}", src.size(), dst.size());
                     }
@@ -141,7 +152,7 @@ impl Ema {
         tch::no_grad(|| -> Result<()> {
             for (n, s) in self.shadow.iter_mut() {
                 let key = format!("ema/{n}");
-                let src = tensors.get(&key).ok_or_else(|| anyhow!("checkpoint: EMA weight {key} missing"))?;
+                let src = tensors.get(&key).ok_or_else(|| err!("checkpoint: EMA weight {key} missing"))?;
                 s.copy_(src);
             }
             Ok(())

@@ -1,6 +1,15 @@
-//! What the trainers share: run control (device, checkpoints, resume), seeded mini-batch
-//! order, progress display.
-use anyhow::{bail, Result};
+//! The training-loop kit shared by the foundation, generator and distillation loops: run
+//! control ([`TrainControl`]: device, checkpoints, `--resume`, `--stop-after`), the checkpoint
+//! container ([`checkpoint`]), seeded mini-batch order ([`Batcher`]), hold-out splits,
+//! progress display ([`Progress`]) and peak-memory readings.
+//!
+//! The convention every loop follows: a checkpoint every `checkpoint_every` steps and at
+//! `stop_after`; stopping at `stop_after` returns [`crate::Error::Interrupted`] (the CLI's exit
+//! status 3); a non-finite loss returns [`crate::Error::NonFinite`] naming the flag to change.
+pub mod checkpoint;
+
+use crate::error::{bail, Result};
+use crate::nn::device::DeviceArg;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,7 +26,7 @@ pub struct TrainControl {
     /// Continue from `checkpoint` (an error if it does not exist).
     pub resume: bool,
     /// Stop once this many steps are done, after writing a checkpoint: an interruption on
-    /// purpose (tests, time-sliced jobs). The run then reports [`Outcome::Interrupted`].
+    /// purpose (tests, time-sliced jobs). The run then returns [`crate::Error::Interrupted`].
     pub stop_after: Option<u64>,
     /// Draw a progress bar (only on a terminal) and log per-epoch lines.
     pub progress: bool,
@@ -30,68 +39,48 @@ impl TrainControl {
     }
 }
 
-/// The run-control flags every training command shares.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    /// auto | cpu | cuda | cuda:N (auto takes CUDA when present).
-    #[arg(long, default_value = "auto")]
-    pub device: crate::device::DeviceArg,
-    /// Write a checkpoint (OUT.ckpt) every N optimisation steps (0 = never). It is removed
-    /// when the run finishes.
-    #[arg(long, value_name = "N")]
-    pub checkpoint_every: Option<u64>,
-    /// Continue from OUT.ckpt (same data and flags); ends with the weights an uninterrupted
-    /// run would have produced.
-    #[arg(long)]
-    pub resume: bool,
-    /// Stop after this many steps in total, leaving a checkpoint for --resume.
-    #[arg(long, value_name = "STEPS")]
-    pub stop_after: Option<u64>,
-    /// No progress bar or per-epoch lines.
-    #[arg(long)]
-    pub quiet: bool,
-    /// CPU threads for libtorch (default: libtorch's choice, usually all cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
-}
-
-impl RunArgs {
-    /// The control for a run writing `out`; `default_every` applies without --checkpoint-every.
-    pub fn control(&self, out: &std::path::Path, default_every: u64) -> Result<TrainControl> {
-        if let Some(n) = self.threads {
+impl TrainControl {
+    /// The control for a run writing `out`: checkpoints at `OUT.ckpt`. Checks the settings
+    /// (threads >= 1, the device exists, `--resume` has a checkpoint to resume from) before any
+    /// work.
+    pub fn for_output(
+        out: &std::path::Path,
+        device: DeviceArg,
+        checkpoint_every: u64,
+        resume: bool,
+        stop_after: Option<u64>,
+        progress: bool,
+        threads: Option<i32>,
+    ) -> Result<TrainControl> {
+        if let Some(n) = threads {
             if n < 1 {
-                bail!("--threads {n}: must be at least 1");
+                return Err(crate::Error::param("--threads", n, "must be at least 1"));
             }
             tch::set_num_threads(n);
         }
-        let device = self.device.resolve()?;
-        let checkpoint = crate::checkpoint::default_path(out);
-        if self.resume && !checkpoint.exists() {
-            bail!("--resume: no checkpoint at {} (was the run started with the same --out?)", checkpoint.display());
+        if stop_after == Some(0) {
+            return Err(crate::Error::param("--stop-after", 0, "must be at least 1"));
         }
-        Ok(TrainControl {
-            device,
-            checkpoint: Some(checkpoint),
-            checkpoint_every: self.checkpoint_every.unwrap_or(default_every),
-            resume: self.resume,
-            stop_after: self.stop_after,
-            progress: !self.quiet,
-        })
+        let device = device.resolve()?;
+        let checkpoint = checkpoint::default_path(out);
+        if resume && !checkpoint.exists() {
+            return Err(crate::Error::Incompatible {
+                path: checkpoint,
+                reason: "--resume: no checkpoint here (was the run started with the same --out?)".into(),
+            });
+        }
+        Ok(TrainControl { device, checkpoint: Some(checkpoint), checkpoint_every, resume, stop_after, progress })
     }
-}
 
-/// A finished run, or one stopped on purpose at `step` (its checkpoint written).
-pub enum Outcome<T> {
-    Finished(T),
-    Interrupted { step: u64 },
-}
+    /// The error a loop returns when `stop_after` stops it at `step` (checkpoint written).
+    pub fn interrupted(&self, step: u64) -> crate::Error {
+        crate::Error::Interrupted { step, checkpoint: self.checkpoint.clone().unwrap_or_default() }
+    }
 
-impl<T> Outcome<T> {
-    pub fn finished(self) -> Result<T> {
-        match self {
-            Outcome::Finished(t) => Ok(t),
-            Outcome::Interrupted { step } => bail!("training was interrupted after step {step}"),
-        }
+    /// True when the loop should stop (checkpoint, then [`TrainControl::interrupted`]) after
+    /// `step` of `total`.
+    pub fn stops_at(&self, step: u64, total: u64) -> bool {
+        self.stop_after.is_some_and(|s| step >= s) && step < total
     }
 }
 
@@ -127,7 +116,7 @@ impl Batcher {
         let spe = self.steps_per_epoch();
         let (epoch, k) = (step / spe, (step % spe) as usize);
         if self.cache.as_ref().map(|c| c.0) != Some(epoch) {
-            let perm = crate::rng::permutation(&mut crate::rng::stream(self.seed, "batches", epoch), self.n);
+            let perm = crate::nn::rng::permutation(&mut crate::nn::rng::stream(self.seed, "batches", epoch), self.n);
             self.cache = Some((epoch, perm));
         }
         let perm = &self.cache.as_ref().unwrap().1;
@@ -196,7 +185,7 @@ pub fn holdout_split(n: usize, labels: Option<&[Option<u32>]>, fraction: f64, se
         };
         groups.entry(key).or_default().push(i);
     }
-    let mut rng = crate::rng::stream(seed, "holdout", 0);
+    let mut rng = crate::nn::rng::stream(seed, "holdout", 0);
     let (mut fit, mut held) = (Vec::new(), Vec::new());
     for (key, mut grp) in groups {
         if key.is_none() || grp.len() < 2 {
@@ -225,6 +214,33 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// possible.
 pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// A content hash of a sparse matrix (shape, structure and values), for checkpoint
+/// fingerprints: a resume on other data is refused.
+pub fn fingerprint_csr(x: &scdd_core::matrix::CsrMatrix) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((x.n_rows() as u64).to_le_bytes());
+    h.update((x.n_cols() as u64).to_le_bytes());
+    for v in x.indptr() {
+        h.update(v.to_le_bytes());
+    }
+    for v in x.indices() {
+        h.update(v.to_le_bytes());
+    }
+    for v in x.data() {
+        h.update(v.to_bits().to_le_bytes());
+    }
+    crate::io::artifacts::hex(&h.finalize()[..8])
+}
+
+/// Memory the system can still give (MemAvailable from /proc/meminfo), in bytes.
+pub fn available_memory_bytes() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
 }
 
 #[cfg(test)]

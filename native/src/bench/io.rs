@@ -9,8 +9,8 @@
 //!   `ru_maxrss`), its RSS before reading (interpreter/libraries) and what is needed to check
 //!   that both computed the same thing: shape, name hashes, non-zeros and sums of every row,
 //!   and the full contents of evenly spaced sample rows.
-use crate::h5ad::{self, ReadOptions};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::io::h5ad::{self, ReadOptions};
+use crate::error::{err, bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use scdd_core::dataset::Dataset;
@@ -26,62 +26,60 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Bump when the generator changes, so cached files are not reused across versions.
 const GENERATOR_VERSION: u32 = 1;
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct IoArgs {
+#[derive(Debug, Clone)]
+pub struct IoParams {
     /// Where the generated dataset is cached (reused when present).
-    #[arg(long, default_value = "target/bench-data")]
     pub dir: PathBuf,
     /// Cells (rows) of the generated dataset.
-    #[arg(long, default_value_t = 100_000)]
     pub cells: usize,
     /// Genes (columns) of the generated dataset.
-    #[arg(long, default_value_t = 20_000)]
     pub genes: usize,
     /// Fraction of non-zero entries.
-    #[arg(long, default_value_t = 0.05)]
     pub density: f64,
     /// Who writes the file: `scdd` (contiguous arrays, what scdd's commands write) or
     /// `anndata` (the scdd-generated data re-written by `anndata.write_h5ad`: chunked arrays,
     /// as most files in the wild; needs the Python).
-    #[arg(long, value_enum, default_value_t = Writer::Scdd)]
     pub writer: Writer,
     /// Seed of the generated dataset.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[command(flatten)]
-    pub qc: crate::cmd::QcArgs,
+    /// QC: drop cells with fewer total counts.
+    pub min_counts: f64,
+    /// QC: drop genes detected in fewer cells.
+    pub min_cells: u64,
     /// `normalize_total` target.
-    #[arg(long, default_value_t = 1e4)]
     pub target_sum: f32,
     /// Run each side this many times (alternating) and report each side's fastest run.
-    #[arg(long, default_value_t = 1)]
     pub repeat: usize,
     /// Rows whose full contents are compared between the two sides.
-    #[arg(long, default_value_t = 200)]
     pub sample_rows: usize,
     /// Python with anndata + scanpy [default: $SCDD_PYTHON, else <workspace>/.venv/bin/python].
-    #[arg(long)]
     pub python: Option<PathBuf>,
     /// Time scdd only.
-    #[arg(long)]
     pub no_python: bool,
     /// Print JSON instead of a table.
-    #[arg(long)]
     pub json: bool,
     /// Internal: run the scdd side on FILE and write its result to --child-out.
-    #[arg(long, hide = true, value_name = "FILE")]
     pub child: Option<PathBuf>,
-    #[arg(long, hide = true)]
     pub child_out: Option<PathBuf>,
-    #[arg(long, hide = true)]
     pub spawned_at: Option<f64>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Writer {
     Scdd,
     Anndata,
+}
+
+impl std::str::FromStr for Writer {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "scdd" => Ok(Writer::Scdd),
+            "anndata" => Ok(Writer::Anndata),
+            _ => Err(format!("writer {s:?}: use scdd or anndata")),
+        }
+    }
 }
 
 /// What each side reports (the Python script writes the same keys).
@@ -155,9 +153,9 @@ pub struct Report {
     pub targets: BTreeMap<String, bool>,
 }
 
-pub fn run(a: IoArgs) -> Result<()> {
+pub fn run(a: IoParams) -> Result<()> {
     if let Some(file) = &a.child {
-        let out = a.child_out.as_ref().ok_or_else(|| anyhow!("--child needs --child-out"))?;
+        let out = a.child_out.as_ref().ok_or_else(|| err!("--child needs --child-out"))?;
         return child(file, out, &a);
     }
     if a.cells == 0 || a.genes == 0 || !(a.density > 0.0 && a.density <= 1.0) {
@@ -240,7 +238,7 @@ pub fn run(a: IoArgs) -> Result<()> {
         cells: a.cells,
         genes: a.genes,
         stored,
-        qc: a.qc.params()?,
+        qc: crate::split::check_qc(a.min_counts).map(|_| QcParams { min_counts: a.min_counts, min_cells: a.min_cells })?,
         target_sum: a.target_sum,
         scdd,
         python,
@@ -310,12 +308,12 @@ pub fn generate_matrix(cells: usize, genes: usize, density: f64, seed: u64) -> R
 }
 
 /// `anndata.read_h5ad(src).write_h5ad(dst)`, atomically.
-fn rewrite_with_anndata(src: &Path, dst: &Path, a: &IoArgs) -> Result<()> {
+fn rewrite_with_anndata(src: &Path, dst: &Path, a: &IoParams) -> Result<()> {
     let py = a.python.clone().unwrap_or_else(default_python);
     if !py.exists() {
         bail!("{}: no such Python; --writer anndata needs one (--python, SCDD_PYTHON, scripts/setup.sh)", py.display());
     }
-    crate::fsutil::with_atomic(dst, |tmp| {
+    crate::io::fs::with_atomic(dst, |tmp| {
         let status = Command::new(&py)
             .arg("-c")
             .arg("import sys, warnings; warnings.filterwarnings('ignore'); import anndata as ad; ad.read_h5ad(sys.argv[1]).write_h5ad(sys.argv[2])")
@@ -330,7 +328,7 @@ fn rewrite_with_anndata(src: &Path, dst: &Path, a: &IoArgs) -> Result<()> {
     })
 }
 
-fn generate(path: &Path, a: &IoArgs) -> Result<()> {
+fn generate(path: &Path, a: &IoParams) -> Result<()> {
     let x = generate_matrix(a.cells, a.genes, a.density, a.seed)?;
     let obs = ObsTable { index: (0..a.cells).map(|i| format!("cell{i}")).collect(), columns: vec![] };
     let genes = (0..a.genes).map(|g| format!("gene{g}")).collect();
@@ -358,14 +356,14 @@ pub fn proc_status_bytes(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn run_scdd_child(file: &Path, out: &Path, a: &IoArgs) -> Result<SideResult> {
+fn run_scdd_child(file: &Path, out: &Path, a: &IoParams) -> Result<SideResult> {
     let exe = std::env::current_exe().context("locating the scdd executable")?;
     let status = Command::new(&exe)
         .args(["bench", "io", "--child"])
         .arg(file)
         .arg("--child-out")
         .arg(out)
-        .args(["--min-counts", &a.qc.min_counts.to_string(), "--min-cells", &a.qc.min_cells.to_string()])
+        .args(["--min-counts", &a.min_counts.to_string(), "--min-cells", &a.min_cells.to_string()])
         .args(["--target-sum", &a.target_sum.to_string(), "--sample-rows", &a.sample_rows.to_string()])
         .args(["--spawned-at", &format!("{:.6}", epoch_now())])
         .status()
@@ -387,7 +385,7 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn run_python(file: &Path, out: &Path, a: &IoArgs) -> Result<SideResult> {
+fn run_python(file: &Path, out: &Path, a: &IoParams) -> Result<SideResult> {
     let py = a.python.clone().unwrap_or_else(default_python);
     if !py.exists() {
         bail!("{}: no such Python; pass --python, set SCDD_PYTHON or run scripts/setup.sh (or use --no-python)", py.display());
@@ -400,7 +398,7 @@ fn run_python(file: &Path, out: &Path, a: &IoArgs) -> Result<SideResult> {
         .arg(&script)
         .arg(file)
         .arg(out)
-        .args(["--min-counts", &a.qc.min_counts.to_string(), "--min-cells", &a.qc.min_cells.to_string()])
+        .args(["--min-counts", &a.min_counts.to_string(), "--min-cells", &a.min_cells.to_string()])
         .args(["--target-sum", &a.target_sum.to_string(), "--sample-rows", &a.sample_rows.to_string()])
         .args(["--spawned-at", &format!("{:.6}", epoch_now())])
         .status()
@@ -417,14 +415,14 @@ fn read_side(path: &Path) -> Result<SideResult> {
 }
 
 /// The scdd side, in its own process: read, QC in place, normalize, log1p.
-fn child(file: &Path, out: &Path, a: &IoArgs) -> Result<()> {
+fn child(file: &Path, out: &Path, a: &IoParams) -> Result<()> {
     let startup_s = a.spawned_at.map(|t| (epoch_now() - t).max(0.0)).unwrap_or(0.0);
     let baseline = proc_status_bytes("VmRSS");
     let t0 = Instant::now();
     let mut ds = h5ad::read_h5ad(file, &ReadOptions::default())?;
     let t1 = Instant::now();
     let csr_bytes = ds.x.heap_bytes() as u64;
-    qc_filter_in_place(&mut ds, &a.qc.params()?);
+    qc_filter_in_place(&mut ds, &crate::split::check_qc(a.min_counts).map(|_| QcParams { min_counts: a.min_counts, min_cells: a.min_cells })?);
     let t2 = Instant::now();
     normalize_total(&mut ds.x, a.target_sum);
     let t3 = Instant::now();

@@ -1,7 +1,7 @@
 //! Loading an .h5ad as model input: the expression space a bundle expects (normalised + log1p,
 //! never twice), genes aligned to the bundle's list, labels mapped to the bundle's classes.
-use crate::h5ad::{self, ReadOptions};
-use anyhow::{bail, Context, Result};
+use crate::io::h5ad::{self, ReadOptions};
+use crate::error::{bail, Context, Result};
 use scdd_core::dataset::Dataset;
 use scdd_core::graph::ExpressionSpace;
 use scdd_core::preprocess::{self, CountType, GeneAlignment};

@@ -2,42 +2,34 @@
 //! when the real dataset grows (rows replicated k×). Each run is a separate `scdd distill`
 //! process so its peak memory (VmHWM) is its own.
 use crate::distill::RunLog;
-use crate::h5ad::{self, H5adReader, ReadOptions};
-use crate::{foundation::FoundationConfig, fsutil, nn::TchModel};
-use anyhow::{bail, Context, Result};
+use crate::io::h5ad::{self, H5adReader, ReadOptions};
+use crate::foundation::FoundationConfig;
+use crate::io::fs;
+use crate::nn::TchModel;
+use crate::error::{bail, Context, Result};
 use scdd_core::graph::DenoiserSpec;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
+#[derive(Debug, Clone)]
+pub struct DistillBenchParams {
     /// Training cells.
-    #[arg(long, default_value = "data/pbmc3k_seurat_labels_clustifyr.h5ad")]
     pub data: PathBuf,
-    #[arg(long, default_value = "cell_type")]
     pub label: String,
     /// Generator bundle; default: a randomly initialised one of the default sizes (speed and
     /// memory do not depend on the weights' values).
-    #[arg(long)]
     pub generator: Option<PathBuf>,
-    #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    #[arg(long, value_delimiter = ',', default_value = "1,10")]
     pub spc: Vec<usize>,
     /// The grown dataset has this many copies of every cell.
-    #[arg(long, default_value_t = 10)]
     pub growth: usize,
-    #[arg(long, default_value = "dm+dc")]
     pub method: String,
-    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Scratch directory (generated files are reused).
-    #[arg(long, default_value = "target/bench-distill")]
     pub dir: PathBuf,
     /// Also write the table as JSON here.
-    #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
@@ -55,7 +47,7 @@ struct Row {
     peak_rss_mb: f64,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: DistillBenchParams) -> Result<()> {
     std::fs::create_dir_all(&a.dir)?;
     let generator = match &a.generator {
         Some(g) => g.clone(),
@@ -86,7 +78,7 @@ pub fn run(a: Args) -> Result<()> {
             bail!("scdd distill failed on {} (SPC {spc})", data.display());
         }
         let wall = t.elapsed().as_secs_f64();
-        let log: RunLog = serde_json::from_slice(&fsutil::read(&crate::cmd::distill::log_path(&out))?)?;
+        let log: RunLog = serde_json::from_slice(&fs::read(&crate::distill::output::log_path(&out))?)?;
         rows.push(Row {
             dataset: data.file_name().unwrap_or_default().to_string_lossy().into_owned(),
             cells: *cells,
@@ -121,7 +113,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     if let Some(p) = &a.json {
-        fsutil::write_json(p, &rows)?;
+        fs::write_json(p, &rows)?;
     }
     Ok(())
 }
@@ -140,7 +132,7 @@ fn random_generator(data: &Path, label: &str, dir: &Path) -> Result<PathBuf> {
     spec.denoiser = Some(DenoiserSpec::reference(spec.latent_dim, classes.len()));
     let m = TchModel::init(spec, 0, tch::Device::Cpu)?;
     let b = m.to_bundle(genes, label.to_string(), classes, Default::default())?;
-    fsutil::write_atomic(&path, &b.to_bytes())?;
+    fs::write_atomic(&path, &b.to_bytes())?;
     Ok(path)
 }
 

@@ -1,6 +1,11 @@
 //! Evaluating a synthetic (or any) training set against real test cells with the default
-//! evaluator, repeated over fresh initialisations.
-use anyhow::{bail, Result};
+//! evaluator (the frozen foundation encoder and a linear head), repeated over fresh
+//! initialisations; [`input`] turns files into evaluator input. This is where plugin
+//! evaluators will be hosted.
+pub mod input;
+
+use crate::error::{bail, Result};
+use crate::params::{self, Check, Checked};
 use ndarray::{Array2, ArrayView2};
 use scdd_core::evaluate::{FoundationLinearProbe, SgdParams};
 use scdd_core::metrics::{classification_report, mean_std, ClassificationReport};
@@ -38,27 +43,58 @@ impl TestSet {
     }
 }
 
-/// Trains the default evaluator `repeats` times (seeds `seed..seed+repeats`) on `x`/`labels`
-/// and scores each on `test`.
-#[allow(clippy::too_many_arguments)] // the model, the training set (x, labels, classes), the test set and the plan
+/// How evaluators are repeated and trained: `scdd evaluate`'s flags, the pipeline's `[evaluate]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalParams {
+    /// Fresh initialisations of the evaluator (seeds `seed..seed+repeats`).
+    pub repeats: usize,
+    pub seed: u64,
+    /// SGD steps of the linear head.
+    pub steps: usize,
+    /// Learning rate of the linear head.
+    pub lr: f32,
+}
+
+impl Default for EvalParams {
+    fn default() -> Self {
+        EvalParams { repeats: 10, seed: 0, steps: SgdParams::default().steps, lr: SgdParams::default().lr }
+    }
+}
+
+impl Check for EvalParams {
+    fn validate(&self) -> Result<()> {
+        params::count("--repeats", self.repeats as u64, 1, 10_000)?;
+        params::count("--steps", self.steps as u64, 1, 10_000_000)?;
+        params::positive("--lr", self.lr as f64)?;
+        Ok(())
+    }
+}
+
+impl EvalParams {
+    pub fn sgd(&self) -> SgdParams {
+        SgdParams { steps: self.steps, lr: self.lr, ..SgdParams::default() }
+    }
+}
+
+/// Trains the default evaluator `plan.repeats` times (seeds `seed..seed+repeats`) on
+/// `x`/`labels` and scores each on `test`.
 pub fn evaluate_default(
     model: &CpuModel,
     x: ArrayView2<f32>,
     labels: &[u32],
     classes: &[String],
     test: &TestSet,
-    repeats: usize,
-    seed: u64,
-    sgd: &SgdParams,
+    plan: &Checked<EvalParams>,
 ) -> Result<EvalSummary> {
     if x.nrows() == 0 {
         bail!("the training set is empty");
     }
-    let mut probe = FoundationLinearProbe::new(model, sgd.clone())?;
+    let (repeats, seed) = (plan.repeats, plan.seed);
+    let mut probe = FoundationLinearProbe::new(model, plan.sgd())?;
     let features = probe.features(x)?;
     let n_classes = classes.len();
     let mut reports: Vec<ClassificationReport> = Vec::with_capacity(repeats);
-    for r in 0..repeats.max(1) {
+    for r in 0..repeats {
         probe.fit_features(features.view(), labels, n_classes, seed + r as u64)?;
         let pred = probe.predict_features(test.features.view())?;
         reports.push(classification_report(&test.labels, &pred, n_classes));

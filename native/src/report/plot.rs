@@ -7,7 +7,7 @@
 //! * [`bars`]: grouped bars with error bars and a reference line.
 //!
 //! Legends are drawn in a column to the right of the plot so they never hide data.
-use anyhow::{anyhow, Result};
+use crate::error::{err, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -45,8 +45,8 @@ pub fn color(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-fn err<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> anyhow::Error + '_ {
-    move |e| anyhow!("{}: drawing failed: {e:?}", path.display())
+fn err<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> crate::Error + '_ {
+    move |e| err!("{}: drawing failed: {e:?}", path.display())
 }
 
 const FONT: &str = "sans-serif";
@@ -165,7 +165,7 @@ pub fn embedding(
     let mut items: Vec<(String, RGBColor, Marker)> =
         classes.iter().enumerate().map(|(i, c)| (c.clone(), color(i), Marker::Dot)).collect();
     items.push((format!("★ {synthetic_name}"), RGBColor(200, 200, 200), Marker::Star));
-    draw_legend(&legend, "classes (● real test cells)", &items).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    draw_legend(&legend, "classes (● real test cells)", &items).map_err(|e| err!("{}: {e}", path.display()))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -205,7 +205,7 @@ pub fn lines(path: &Path, title: &str, axes: (&str, &str), series: &[Series]) ->
         chart.draw_series(LineSeries::new(s.points.iter().copied(), color(i).stroke_width(2))).map_err(err(path))?;
     }
     let items: Vec<_> = series.iter().enumerate().map(|(i, s)| (s.name.clone(), color(i), Marker::Line)).collect();
-    draw_legend(&legend, "", &items).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    draw_legend(&legend, "", &items).map_err(|e| err!("{}: {e}", path.display()))?;
     root.present().map_err(err(path))?;
     Ok(())
 }
@@ -379,7 +379,7 @@ pub fn bars(
             .map_err(err(path))?;
         items.push((name.to_string(), BLACK, Marker::Line));
     }
-    draw_legend(&legend, "", &items).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    draw_legend(&legend, "", &items).map_err(|e| err!("{}: {e}", path.display()))?;
     root.present().map_err(err(path))?;
     Ok(())
 }

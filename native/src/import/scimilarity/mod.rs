@@ -26,7 +26,7 @@
 //! from a checkpoint; they are not supported (SCimilarity's released models do not use them).
 pub mod ckpt;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{err, bail, Context, Result};
 use ckpt::{Checkpoint, TensorRef};
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::graph::{layer_param, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
@@ -200,7 +200,7 @@ pub fn import_dir(dir: &Path) -> Result<GeneratorBundle> {
         "scimilarity.dropout".into(),
         format!("input_dropout {} dropout {}", dropouts.input_dropout, dropouts.dropout),
     );
-    metadata.insert("imported_at".into(), crate::fsutil::now_rfc3339());
+    metadata.insert("imported_at".into(), crate::io::fs::now_rfc3339());
     metadata.insert("scdd_version".into(), scdd_core::SCDD_VERSION.into());
 
     let bundle = GeneratorBundle {
@@ -228,8 +228,8 @@ pub fn import_dir(dir: &Path) -> Result<GeneratorBundle> {
 /// `gene_order.tsv`: one gene per line (SCimilarity strips each line); trailing blank lines are
 /// ignored, blank lines inside and duplicates are errors.
 pub fn read_gene_order(path: &Path) -> Result<Vec<String>> {
-    let bytes = crate::fsutil::read(path)?;
-    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))?;
+    let bytes = crate::io::fs::read(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| err!("{}: not UTF-8 text", path.display()))?;
     let mut genes: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     while genes.last().is_some_and(|g| g.is_empty()) {
         genes.pop();
@@ -255,7 +255,7 @@ fn read_dropouts(path: &Path) -> Result<Dropouts> {
     if !path.is_file() {
         return Ok(d);
     }
-    let v: serde_json::Value = serde_json::from_slice(&crate::fsutil::read(path)?)
+    let v: serde_json::Value = serde_json::from_slice(&crate::io::fs::read(path)?)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
     let get = |k: &str| -> Result<Option<f32>> {
         match v.get(k) {
@@ -278,15 +278,15 @@ fn read_dropouts(path: &Path) -> Result<Dropouts> {
 /// Every entry of `layer_sizes.json` must be an encoder key with that shape, and every 2-D
 /// encoder weight must be listed (SCimilarity derives its layer sizes from those).
 fn check_layer_sizes(path: &Path, enc_path: &Path, sd: &[(String, TensorRef)]) -> Result<()> {
-    let v: serde_json::Value = serde_json::from_slice(&crate::fsutil::read(path)?)
+    let v: serde_json::Value = serde_json::from_slice(&crate::io::fs::read(path)?)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
-    let obj = v.as_object().ok_or_else(|| anyhow!("{}: expected an object of key → shape", path.display()))?;
+    let obj = v.as_object().ok_or_else(|| err!("{}: expected an object of key → shape", path.display()))?;
     let shapes: HashMap<&str, &Vec<usize>> = sd.iter().map(|(k, t)| (k.as_str(), &t.shape)).collect();
     for (k, s) in obj {
         let listed: Vec<usize> = s
             .as_array()
             .and_then(|a| a.iter().map(|x| x.as_u64().map(|u| u as usize)).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| anyhow!("{}: `{k}` is {s}, expected a list of sizes", path.display()))?;
+            .ok_or_else(|| err!("{}: `{k}` is {s}, expected a list of sizes", path.display()))?;
         match shapes.get(k.as_str()) {
             None => bail!("{}: lists `{k}`, which {} does not have", path.display(), enc_path.display()),
             Some(&actual) if *actual != listed => bail!(
@@ -329,12 +329,12 @@ fn parse_network(part: Part, path: &Path, sd: &[(String, TensorRef)], dropouts: 
             .and_then(|r| r.split('.').next())
             .and_then(|i| i.parse::<usize>().ok())
             .ok_or_else(|| {
-                anyhow!("{file}: unexpected key `{k}` (SCimilarity {} keys start with `network.<index>.`)", part.name())
+                err!("{file}: unexpected key `{k}` (SCimilarity {} keys start with `network.<index>.`)", part.name())
             })?;
         n = n.max(i);
     }
     let need = |key: &str, what: &str| -> Result<&Vec<usize>> {
-        shapes.get(key).copied().ok_or_else(|| anyhow!("{file}: missing key `{key}` ({what})"))
+        shapes.get(key).copied().ok_or_else(|| err!("{file}: missing key `{key}` ({what})"))
     };
     let rank = |key: &str, s: &Vec<usize>, r: usize| -> Result<()> {
         if s.len() != r {

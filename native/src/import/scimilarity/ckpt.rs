@@ -15,7 +15,7 @@
 //! numel)`; they become [`TensorRef`]s whose values [`Checkpoint::read_f32`] gathers (any
 //! strides, any floating or integer dtype, converted to `f32`). Nothing a pickle names is ever
 //! executed: unknown callables become inert [`Value::Object`]s.
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{err, bail, Context, Result};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
@@ -181,7 +181,7 @@ impl Value {
 fn as_usize(v: &Value, what: &str) -> Result<usize> {
     v.as_int()
         .and_then(|i| usize::try_from(i).ok())
-        .ok_or_else(|| anyhow!("{what} must be a non-negative int, found {}", v.kind()))
+        .ok_or_else(|| err!("{what} must be a non-negative int, found {}", v.kind()))
 }
 
 fn as_usize_tuple(v: &Value, what: &str) -> Result<Vec<usize>> {
@@ -235,18 +235,18 @@ impl<'a> Unpickler<'a> {
     }
     fn len_u64(&mut self) -> Result<usize> {
         let n = self.u64()?;
-        usize::try_from(n).map_err(|_| anyhow!("length {n} too large"))
+        usize::try_from(n).map_err(|_| err!("length {n} too large"))
     }
     /// A text line (protocol 0 arguments), without its newline.
     fn line(&mut self) -> Result<&'a str> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| anyhow!("unterminated text argument at byte {}", self.pos))?;
+        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| err!("unterminated text argument at byte {}", self.pos))?;
         self.pos += n + 1;
-        std::str::from_utf8(&rest[..n]).map_err(|_| anyhow!("text argument is not UTF-8"))
+        std::str::from_utf8(&rest[..n]).map_err(|_| err!("text argument is not UTF-8"))
     }
     fn utf8(&mut self, n: usize) -> Result<Value> {
         let b = self.take(n)?;
-        Ok(Value::Str(std::str::from_utf8(b).map_err(|_| anyhow!("string is not UTF-8"))?.to_string()))
+        Ok(Value::Str(std::str::from_utf8(b).map_err(|_| err!("string is not UTF-8"))?.to_string()))
     }
 
     fn pop(&mut self) -> Result<Value> {
@@ -258,17 +258,17 @@ impl<'a> Unpickler<'a> {
     }
     fn top(&mut self) -> Result<&mut Value> {
         let at = self.pos;
-        self.stack.last_mut().ok_or_else(|| anyhow!("pickle stack empty at byte {at}"))
+        self.stack.last_mut().ok_or_else(|| err!("pickle stack empty at byte {at}"))
     }
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let m = self.marks.pop().ok_or_else(|| anyhow!("pickle MARK missing at byte {}", self.pos))?;
+        let m = self.marks.pop().ok_or_else(|| err!("pickle MARK missing at byte {}", self.pos))?;
         Ok(self.stack.split_off(m))
     }
     fn memo_get(&self, i: u64) -> Result<Value> {
-        self.memo.get(&i).cloned().ok_or_else(|| anyhow!("pickle memo entry {i} missing at byte {}", self.pos))
+        self.memo.get(&i).cloned().ok_or_else(|| err!("pickle memo entry {i} missing at byte {}", self.pos))
     }
     fn memo_put(&mut self, i: u64) -> Result<()> {
-        let v = self.stack.last().cloned().ok_or_else(|| anyhow!("pickle PUT on an empty stack"))?;
+        let v = self.stack.last().cloned().ok_or_else(|| err!("pickle PUT on an empty stack"))?;
         self.memo.insert(i, v);
         Ok(())
     }
@@ -329,12 +329,12 @@ impl<'a> Unpickler<'a> {
                     self.stack.push(match s {
                         "00" => Value::Bool(false),
                         "01" => Value::Bool(true),
-                        _ => Value::Int(s.trim().parse().map_err(|_| anyhow!("bad INT {s:?}"))?),
+                        _ => Value::Int(s.trim().parse().map_err(|_| err!("bad INT {s:?}"))?),
                     });
                 }
                 b'L' => {
                     let s = self.line()?;
-                    let v = s.trim().trim_end_matches('L').parse().map_err(|_| anyhow!("bad LONG {s:?}"))?;
+                    let v = s.trim().trim_end_matches('L').parse().map_err(|_| err!("bad LONG {s:?}"))?;
                     self.stack.push(Value::Int(v));
                 }
                 b'G' => {
@@ -343,7 +343,7 @@ impl<'a> Unpickler<'a> {
                 }
                 b'F' => {
                     let s = self.line()?;
-                    self.stack.push(Value::Float(s.trim().parse().map_err(|_| anyhow!("bad FLOAT {s:?}"))?));
+                    self.stack.push(Value::Float(s.trim().parse().map_err(|_| err!("bad FLOAT {s:?}"))?));
                 }
                 // --- strings and bytes
                 b'X' => {
@@ -445,7 +445,7 @@ impl<'a> Unpickler<'a> {
                 }
                 // --- memo
                 b'p' => {
-                    let i = self.line()?.trim().parse().map_err(|_| anyhow!("bad PUT index"))?;
+                    let i = self.line()?.trim().parse().map_err(|_| err!("bad PUT index"))?;
                     self.memo_put(i)?;
                 }
                 b'q' => {
@@ -461,7 +461,7 @@ impl<'a> Unpickler<'a> {
                     self.memo_put(i)?;
                 }
                 b'g' => {
-                    let i = self.line()?.trim().parse().map_err(|_| anyhow!("bad GET index"))?;
+                    let i = self.line()?.trim().parse().map_err(|_| err!("bad GET index"))?;
                     let v = self.memo_get(i)?;
                     self.stack.push(v);
                 }
@@ -628,7 +628,7 @@ fn reduce(callable: Value, args: Value) -> Result<Value> {
         }
         // nn.Parameter(data, requires_grad, hooks[, state]) -> the data tensor; torch.Size(tuple).
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") | ("torch", "Size") => {
-            argv.into_iter().next().ok_or_else(|| anyhow!("{module}.{name} without arguments"))
+            argv.into_iter().next().ok_or_else(|| err!("{module}.{name} without arguments"))
         }
         _ => Ok(Value::Object { callable: Box::new(callable), args: Box::new(args) }),
     }
@@ -677,7 +677,7 @@ impl Checkpoint {
             .filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1 || *n == "data.pkl")
             .min_by_key(|n| n.len())
             .map(str::to_string)
-            .ok_or_else(|| anyhow!("the zip archive has no data.pkl record"))?;
+            .ok_or_else(|| err!("the zip archive has no data.pkl record"))?;
         let prefix = pkl.strip_suffix("data.pkl").unwrap().to_string();
         let bytes = read_entry(&mut archive, &pkl)?;
         let big_endian = match archive.by_name(&format!("{prefix}byteorder")) {
@@ -723,7 +723,7 @@ impl Checkpoint {
             Value::List(l) => l
                 .borrow()
                 .iter()
-                .map(|k| k.as_str().map(str::to_string).ok_or_else(|| anyhow!("storage key is a {}", k.kind())))
+                .map(|k| k.as_str().map(str::to_string).ok_or_else(|| err!("storage key is a {}", k.kind())))
                 .collect::<Result<_>>()?,
             other => bail!("storage key list is a {}", other.kind()),
         };
@@ -734,7 +734,7 @@ impl Checkpoint {
             let dtype = sizes
                 .get(&key)
                 .and_then(|s: &StorageRef| s.dtype)
-                .ok_or_else(|| anyhow!("storage {key} is listed but of unknown type"))?;
+                .ok_or_else(|| err!("storage {key} is listed but of unknown type"))?;
             if pos + 8 > bytes.len() {
                 bail!("file ends before storage {key}");
             }
@@ -744,7 +744,7 @@ impl Checkpoint {
                 .ok()
                 .and_then(|n| n.checked_mul(dtype.size()))
                 .filter(|&l| pos + l <= bytes.len())
-                .ok_or_else(|| anyhow!("storage {key}: {numel} elements but the file ends early (truncated?)"))?;
+                .ok_or_else(|| err!("storage {key}: {numel} elements but the file ends early (truncated?)"))?;
             data.insert(key, bytes[pos..pos + len].to_vec());
             pos += len;
         }
@@ -771,7 +771,7 @@ impl Checkpoint {
         let Value::Dict(d) = &sd else { bail!("{name}: \"state_dict\" is a {}, expected a dict", sd.kind()) };
         let mut out = Vec::new();
         for (k, v) in d.borrow().iter() {
-            let key = k.as_str().ok_or_else(|| anyhow!("{name}: state_dict has a {} key", k.kind()))?.to_string();
+            let key = k.as_str().ok_or_else(|| err!("{name}: state_dict has a {} key", k.kind()))?.to_string();
             match v {
                 Value::Tensor(t) => out.push((key, t.clone())),
                 other => bail!("{name}: state_dict entry `{key}` is a {}, expected a tensor", other.kind()),
@@ -787,14 +787,14 @@ impl Checkpoint {
 
     fn read_f32_inner(&self, t: &TensorRef) -> Result<Vec<f32>> {
         let s = &t.storage;
-        let dtype = s.dtype.ok_or_else(|| anyhow!("storage type {} is not supported", s.class))?;
+        let dtype = s.dtype.ok_or_else(|| err!("storage type {} is not supported", s.class))?;
         let (bytes, big_endian) = match &self.storages {
             Storages::Zip { archive, prefix, big_endian } => {
                 let name = format!("{prefix}data/{}", s.key);
                 (read_entry(&mut archive.borrow_mut(), &name)?, *big_endian)
             }
             Storages::Legacy { data } => {
-                (data.get(&s.key).cloned().ok_or_else(|| anyhow!("storage {} is missing from the file", s.key))?, false)
+                (data.get(&s.key).cloned().ok_or_else(|| err!("storage {} is missing from the file", s.key))?, false)
             }
         };
         let avail = bytes.len() / dtype.size();
@@ -839,7 +839,7 @@ impl Checkpoint {
 }
 
 fn read_entry(archive: &mut zip::ZipArchive<std::fs::File>, name: &str) -> Result<Vec<u8>> {
-    let mut e = archive.by_name(name).map_err(|e| anyhow!("zip record {name}: {e}"))?;
+    let mut e = archive.by_name(name).map_err(|e| err!("zip record {name}: {e}"))?;
     let mut out = Vec::with_capacity(e.size().min(1 << 30) as usize);
     e.read_to_end(&mut out).with_context(|| format!("reading zip record {name} (corrupted archive?)"))?;
     Ok(out)

@@ -27,7 +27,7 @@
 //! [`TchModel::encode_mode`]/[`TchModel::decode_mode`] with [`Mode::Train`] are what the
 //! trainers use. Tensors are f32; `t` may be any numeric kind (integer timesteps); `classes`
 //! must be Int64 class ids `< n_classes` (checked by [`TchModel::check_classes`]).
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{err, bail, Context, Result};
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 use scdd_core::bundle::GeneratorBundle;
@@ -113,10 +113,10 @@ pub fn to_array(t: &Tensor) -> ndarray::Array2<f32> {
 fn linear_init(rng: &mut ChaCha8Rng, out: &mut BTreeMap<String, CoreTensor>, w: String, b: Option<String>, o: usize, i: usize) {
     // nn.Linear: kaiming_uniform(a=√5) on the weight = U(−1/√in, 1/√in); same bound for the bias.
     let bound = 1.0 / (i.max(1) as f32).sqrt();
-    let wv = crate::rng::uniforms(rng, o * i, -bound, bound);
+    let wv = crate::nn::rng::uniforms(rng, o * i, -bound, bound);
     out.insert(w, CoreTensor::from_f32(vec![o, i], &wv).expect("shape"));
     if let Some(b) = b {
-        let bv = crate::rng::uniforms(rng, o, -bound, bound);
+        let bv = crate::nn::rng::uniforms(rng, o, -bound, bound);
         out.insert(b, CoreTensor::from_f32(vec![o], &bv).expect("shape"));
     }
 }
@@ -128,7 +128,7 @@ fn constant(out: &mut BTreeMap<String, CoreTensor>, name: String, n: usize, v: f
 /// Fresh parameters for a stack (Linear: PyTorch's default uniform; BatchNorm/LayerNorm:
 /// weight 1, bias 0, running mean 0, running var 1; PReLU 0.25).
 pub fn init_stack(stack: &Stack, seed: u64) -> BTreeMap<String, CoreTensor> {
-    let mut rng = crate::rng::stream(seed, &format!("init/{}", stack.prefix), 0);
+    let mut rng = crate::nn::rng::stream(seed, &format!("init/{}", stack.prefix), 0);
     let mut out = BTreeMap::new();
     for (k, l) in stack.layers.iter().enumerate() {
         let n = |p: &str| layer_param(&stack.prefix, k, p);
@@ -156,7 +156,7 @@ pub fn init_stack(stack: &Stack, seed: u64) -> BTreeMap<String, CoreTensor> {
 /// Fresh denoiser parameters (linears as PyTorch, class table N(0, 1) as `nn.Embedding`,
 /// LayerNorm weight 1 / bias 0).
 pub fn init_denoiser(d: &DenoiserSpec, seed: u64) -> BTreeMap<String, CoreTensor> {
-    let mut rng = crate::rng::stream(seed, "init/denoiser", 0);
+    let mut rng = crate::nn::rng::stream(seed, "init/denoiser", 0);
     let mut out = BTreeMap::new();
     for (name, shape) in d.params() {
         if name.ends_with(".norm.weight") {
@@ -164,7 +164,7 @@ pub fn init_denoiser(d: &DenoiserSpec, seed: u64) -> BTreeMap<String, CoreTensor
         } else if name.ends_with(".norm.bias") {
             constant(&mut out, name, shape[0], 0.0);
         } else if name.ends_with("class_table") {
-            let v = crate::rng::normals(&mut rng, shape[0] * shape[1]);
+            let v = crate::nn::rng::normals(&mut rng, shape[0] * shape[1]);
             out.insert(name, CoreTensor::from_f32(shape, &v).expect("shape"));
         } else if name.ends_with(".weight") {
             let bias = name.trim_end_matches(".weight").to_string() + ".bias";
@@ -204,7 +204,7 @@ impl TchModel {
         let vs = nn::VarStore::new(device);
         let mut params = HashMap::new();
         for (name, shape) in spec.params() {
-            let t = tensors.get(&name).ok_or_else(|| anyhow!("tensor {name}: missing"))?;
+            let t = tensors.get(&name).ok_or_else(|| err!("tensor {name}: missing"))?;
             if t.shape != shape {
                 bail!("tensor {name}: has shape {:?}, the graph needs {:?}", t.shape, shape);
             }
@@ -257,7 +257,7 @@ impl TchModel {
 
     /// The variable `name` (a shallow handle sharing storage with the VarStore).
     pub fn param(&self, name: &str) -> Result<&Tensor> {
-        self.params.get(name).ok_or_else(|| anyhow!("parameter {name}: not in this model"))
+        self.params.get(name).ok_or_else(|| err!("parameter {name}: not in this model"))
     }
 
     /// Trainable parameters (not buffers) whose name starts with `prefix` (`""` = all), sorted
@@ -380,7 +380,7 @@ impl TchModel {
             .spec
             .encoder
             .as_ref()
-            .ok_or_else(|| anyhow!("this bundle has no encoder (a recipient's bundle); encoding needs the full bundle"))?;
+            .ok_or_else(|| err!("this bundle has no encoder (a recipient's bundle); encoding needs the full bundle"))?;
         Ok(self.run_stack(enc, x, mode))
     }
 
@@ -407,7 +407,7 @@ impl TchModel {
     }
 
     pub fn denoiser_spec(&self) -> Result<&DenoiserSpec> {
-        self.spec.denoiser.as_ref().ok_or_else(|| anyhow!("this bundle has no denoiser (a foundation-only bundle)"))
+        self.spec.denoiser.as_ref().ok_or_else(|| err!("this bundle has no denoiser (a foundation-only bundle)"))
     }
 
     /// `U(z_t, t, τ(c))`: the denoiser's estimate of `z_0` (wiring in [`DenoiserSpec`]).
@@ -554,7 +554,7 @@ mod tests {
         // a training-mode pass moves the running statistics
         let before = to_vec_f32(m.param("encoder.2.running_mean").unwrap());
         let x = Tensor::rand([6, 30], (Kind::Float, Device::Cpu));
-        let mut rng = crate::rng::stream(0, "t", 0);
+        let mut rng = crate::nn::rng::stream(0, "t", 0);
         let _ = m.encode_mode(&x, &mut Mode::Train(Some(&mut rng))).unwrap();
         assert_ne!(before, to_vec_f32(m.param("encoder.2.running_mean").unwrap()));
     }

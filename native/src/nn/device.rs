@@ -1,6 +1,6 @@
 //! `--device auto|cpu|cuda|cuda:N`: which device tch runs on. Training, generation and
 //! distillation take the same code path on every device; only this choice differs.
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 use std::fmt;
 use std::str::FromStr;
 use tch::Device;

@@ -1,0 +1,270 @@
+//! The matching loop (Algorithm 1): Adam on the latent codes (or, for `dm-data`/`dc-data`, on
+//! gene values), DM and/or DC losses on the frozen encoder's features, checkpoints and resume
+//! through the shared training kit ([`crate::train`]).
+//!
+//! One step: `S = G(Z)` with its graph kept; `∂L/∂S` on a detached copy of S (the memory trick:
+//! the encoder's graph over S is freed before the generator's backward); one backward of
+//! `⟨S, ∂L/∂S⟩` through G gives `∂L/∂Z`; Adam updates Z. DC then trains its task head for a
+//! few steps on the features of the updated set.
+use super::matching;
+use super::real::FeatureStore;
+use super::{DistillParams, Job, Plan, RunLog, StepLog, Synthetic};
+use crate::error::{Context, Result};
+use crate::nn::optim::AdamW;
+use crate::nn::rng;
+use crate::params::Checked;
+use crate::train::checkpoint::{Checkpoint, CheckpointKind};
+use crate::train::Progress;
+use crate::Error;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Loop state besides the tensors, kept in the checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// DM's and DC's values at step 0 (NaN until known): the normalisers.
+    norm: (f64, f64),
+    history: Vec<StepLog>,
+}
+
+fn dense_tensor(m: &scdd_core::matrix::CsrMatrix, device: Device) -> Tensor {
+    crate::nn::from_array(&m.to_dense(), device)
+}
+
+/// Bytes a step of this run holds at most, roughly: the synthetic cells and their gradient, the
+/// generator's activations (codes), Adam's moments, DC's real batch. Used to refuse a run that
+/// cannot fit before any work.
+pub fn estimate_bytes(p: &DistillParams, n_classes: usize, genes: usize, latent: usize, hidden_sum: usize) -> f64 {
+    let n = (n_classes * p.spc) as f64;
+    let per_cell = if p.method.produces_codes() {
+        // S, S leaf, ∂L/∂S, decoder/denoiser activations kept for the backward, Z + Adam state
+        4.0 * genes as f64 + 3.0 * hidden_sum as f64 + 6.0 * latent as f64
+    } else {
+        // the cells are the variable: value, two moments, scratch, gradient, S leaf
+        7.0 * genes as f64 + 2.0 * hidden_sum as f64
+    };
+    let real = if p.method.uses_dc() { (n_classes * p.real_batch.max(1) * latent) as f64 * 2.0 } else { 0.0 };
+    4.0 * (n * per_cell + real)
+}
+
+/// A fresh linear task head, PyTorch's default init `U(−1/√d, 1/√d)`, seeded by (seed, step).
+fn fresh_head(n_classes: usize, dim: usize, seed: u64, step: usize, device: Device) -> (Tensor, Tensor) {
+    let mut r = rng::stream(seed, "distill/head", step as u64);
+    let bound = 1.0 / (dim as f32).sqrt();
+    let w = rng::uniforms(&mut r, n_classes * dim, -bound, bound);
+    let b = rng::uniforms(&mut r, n_classes, -bound, bound);
+    (
+        Tensor::from_slice(&w).reshape([n_classes as i64, dim as i64]).to_device(device),
+        Tensor::from_slice(&b).to_device(device),
+    )
+}
+
+/// Runs `none`, `dm`, `dc`, `dm+dc`, `dm-data` and `dc-data`.
+pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog) -> Result<(Synthetic, RunLog)> {
+    let model = job.model.context("this method needs the generator bundle's encoder")?;
+    let device = model.device;
+    let n_classes = job.classes.len();
+    let ctl = &job.ctl;
+    let (latent, labels, slices) = (job.latent_dim as i64, plan.labels, plan.slices);
+
+    // Real side: features of every training cell (only for optimising methods).
+    let t0 = Instant::now();
+    let store = if cfg.method.optimises() {
+        std::fs::create_dir_all(&job.work_dir).with_context(|| format!("{}: cannot create directory", job.work_dir.display()))?;
+        let path = job.work_dir.join(format!("features-{}.f32", &job.generator_id[..16.min(job.generator_id.len())]));
+        let n_rows = job.source.reader.n_rows() as u64;
+        let progress = Progress::new("features", n_rows, 0, ctl.progress, "cells");
+        let mut done = 0;
+        let s = FeatureStore::build(
+            job.source,
+            job.class_of,
+            n_classes,
+            job.latent_dim,
+            &path,
+            |x| tch::no_grad(|| Ok(crate::nn::to_vec_f32(&model.encode(&dense_tensor(x, device), false)?))),
+            |k| {
+                done += k;
+                progress.tick(done, done, f64::NAN)
+            },
+        )?;
+        progress.finish();
+        Some(s)
+    } else {
+        None
+    };
+    log.feature_pass_s = t0.elapsed().as_secs_f64();
+
+    // The starting point: SPC real cells per class, encoded and noised to t (codes), or as they
+    // are (gene values). The noise comes from the stream (seed, "distill/init-noise").
+    let x0 = dense_tensor(&job.source.rows(&plan.init_rows)?, device);
+    let classes_t = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device);
+    let t = Tensor::full([labels.len() as i64], cfg.timestep as i64, (Kind::Int64, device));
+    let codes = cfg.method.produces_codes();
+    let init = if codes {
+        let z0 = tch::no_grad(|| model.encode(&x0, false))?;
+        let ab = job.alpha_bar;
+        let eps = rng::normals(&mut rng::stream(cfg.seed, "distill/init-noise", 0), labels.len() * job.latent_dim);
+        let eps = Tensor::from_slice(&eps).reshape([labels.len() as i64, latent]).to_device(device);
+        z0 * ab.sqrt() + eps * (1.0 - ab).sqrt()
+    } else {
+        x0
+    };
+    let var = init.detach().copy();
+
+    if let Some(store) = store.as_ref() {
+        optimise(cfg, job, model, store, &var, &classes_t, &t, &slices, &mut log)?;
+    }
+    if let Some(s) = store {
+        s.remove();
+    }
+    if let Some(c) = &ctl.checkpoint {
+        let _ = std::fs::remove_file(c);
+    }
+    let dim = var.size()[1] as usize;
+    let data = crate::nn::to_vec_f32(&var);
+    let out = if codes { Synthetic::Codes { z: data, dim, labels } } else { Synthetic::Cells { x: data, genes: dim, labels } };
+    Ok((out, log))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn optimise(
+    cfg: &DistillParams,
+    job: &Job,
+    model: &crate::nn::TchModel,
+    store: &FeatureStore,
+    var: &Tensor,
+    classes_t: &Tensor,
+    t: &Tensor,
+    slices: &[matching::ClassSlice],
+    log: &mut RunLog,
+) -> Result<()> {
+    let device = model.device;
+    let ctl = &job.ctl;
+    let n_classes = job.classes.len();
+    let latent = job.latent_dim as i64;
+    let codes = cfg.method.produces_codes();
+    // Features are divided by their mean norm over the real cells (see FeatureStore).
+    let fscale = store.mean_norm;
+    let real_means =
+        Tensor::from_slice(&store.class_means.concat()).reshape([n_classes as i64, latent]).to_device(device) / fscale;
+    let rms = f64::try_from(var.square().mean(Kind::Float).sqrt())?;
+    let mut opt = AdamW::new(vec![("var".into(), var.shallow_clone())], cfg.lr * rms.max(1e-8), 0.0);
+    let config_json = serde_json::to_string(&cfg.relevant())?;
+    let mut st = State { norm: (f64::NAN, f64::NAN), history: vec![] };
+    let mut head = (Tensor::zeros([0], (Kind::Float, device)), Tensor::zeros([0], (Kind::Float, device)));
+    let mut start = 0usize;
+    if ctl.resume {
+        let path = ctl.checkpoint.as_ref().context("--resume needs a checkpoint path")?;
+        let ck = Checkpoint::load(CheckpointKind::Distill, path)?;
+        ck.check(path, &config_json, &job.fingerprint)?;
+        tch::no_grad(|| -> Result<()> {
+            var.shallow_clone().copy_(&ck.get("var", device)?);
+            Ok(())
+        })?;
+        opt.load_state(&ck.all(device)?, ck.step)?;
+        if ck.tensors.contains_key("head.weight") {
+            head = (ck.get("head.weight", device)?, ck.get("head.bias", device)?);
+        }
+        st = serde_json::from_str(&ck.state).context("checkpoint state")?;
+        start = ck.step as usize;
+        log.resumed_from = Some(start);
+    }
+    let save = |done: usize, st: &State, opt: &AdamW, head: &(Tensor, Tensor)| -> Result<()> {
+        let Some(path) = &ctl.checkpoint else { return Ok(()) };
+        let mut ck = Checkpoint::new(config_json.clone(), job.fingerprint.clone(), done as u64, serde_json::to_string(st)?);
+        ck.put("var", var)?;
+        for (name, t) in opt.state() {
+            ck.put(name, t)?;
+        }
+        if head.0.numel() > 0 {
+            ck.put("head.weight", &head.0)?;
+            ck.put("head.bias", &head.1)?;
+        }
+        ck.save(CheckpointKind::Distill, path)
+    };
+
+    let progress = Progress::new(cfg.method.name(), cfg.steps as u64, start as u64, ctl.progress, "steps");
+    let t_opt = Instant::now();
+    for step in start..cfg.steps {
+        if cfg.method.uses_dc() && (step % cfg.head_reset == 0 || head.0.numel() == 0) {
+            head = fresh_head(n_classes, job.latent_dim, cfg.seed, step, device);
+        }
+        // S = G(Z) with its graph kept; ∂L/∂S on a detached S (memory trick, §III-C-4).
+        let z = var.detach().set_requires_grad(codes);
+        let s = if codes { model.generate(&z, t, classes_t)? } else { z.shallow_clone() };
+        let s_leaf = s.detach().set_requires_grad(true);
+        let feats = model.encode(&s_leaf, false)? / fscale;
+        let mut loss = Tensor::zeros([], (Kind::Float, device));
+        let (mut dm_v, mut dc_v) = (0.0, 0.0);
+        if cfg.method.uses_dm() {
+            let dm = matching::dm_loss(&feats, slices, &real_means);
+            dm_v = f64::try_from(&dm)?;
+            if st.norm.0.is_nan() {
+                st.norm.0 = dm_v.max(1e-12);
+            }
+            loss += dm / st.norm.0;
+        }
+        if cfg.method.uses_dc() {
+            let mut srng = rng::stream(cfg.seed, "distill/dc-real", step as u64);
+            let mut real = Vec::with_capacity(slices.len());
+            for sl in slices {
+                let rows = &store.class_rows[sl.class as usize];
+                let k = cfg.real_batch.min(rows.len());
+                let pick: Vec<usize> = rows.choose_multiple(&mut srng, k).copied().collect();
+                let f = store.read(&pick)?;
+                real.push(Tensor::from_slice(&f).reshape([k as i64, latent]).to_device(device) / fscale);
+            }
+            let dc = matching::dc_loss(&head.0, &head.1, &feats, slices, &real);
+            dc_v = f64::try_from(&dc)?;
+            if st.norm.1.is_nan() {
+                st.norm.1 = dc_v.max(1e-12);
+            }
+            loss += dc / st.norm.1;
+        }
+        let total = f64::try_from(&loss)?;
+        if !total.is_finite() {
+            return Err(Error::NonFinite { what: format!("distill {}", cfg.method), step: step as u64, value: total, flag: "--lr".into() });
+        }
+        let g_s = Tensor::run_backward(&[&loss], &[&s_leaf], false, false).pop().expect("one input");
+        let g = if codes {
+            Tensor::run_backward(&[&(&s * &g_s).sum(Kind::Float)], &[&z], false, false).pop().expect("one input")
+        } else {
+            g_s
+        };
+        drop((s, s_leaf, feats, z));
+        opt.step_with(&[&g]);
+        if !codes {
+            tch::no_grad(|| {
+                let _ = var.shallow_clone().clamp_min_(0.0);
+            });
+        }
+        if cfg.method.uses_dc() && cfg.head_steps > 0 {
+            let f = tch::no_grad(|| -> Result<Tensor> {
+                let s = if codes { model.generate(var, t, classes_t)? } else { var.shallow_clone() };
+                Ok(model.encode(&s, false)? / fscale)
+            })?;
+            for _ in 0..cfg.head_steps {
+                matching::train_head_step(&mut head.0, &mut head.1, &f, classes_t, cfg.head_lr);
+            }
+        }
+        st.history.push(StepLog { step, loss: total, dm: dm_v, dc: dc_v });
+        let done = step + 1;
+        progress.tick(done as u64, (done - start) as u64, total);
+        let stop = ctl.stops_at(done as u64, cfg.steps as u64);
+        if stop || (ctl.checkpoint_every > 0 && (done as u64).is_multiple_of(ctl.checkpoint_every) && done < cfg.steps) {
+            save(done, &st, &opt, &head)?;
+        }
+        if stop {
+            progress.finish();
+            return Err(ctl.interrupted(done as u64));
+        }
+    }
+    progress.finish();
+    let done = cfg.steps.saturating_sub(start);
+    log.optimise_s = t_opt.elapsed().as_secs_f64();
+    log.steps_per_s = if log.optimise_s > 0.0 { done as f64 / log.optimise_s } else { 0.0 };
+    log.history = st.history;
+    Ok(())
+}

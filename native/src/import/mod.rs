@@ -1,0 +1,2 @@
+//! Importing foundation weights trained elsewhere: [`scimilarity`].
+pub mod scimilarity;

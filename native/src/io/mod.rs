@@ -1,0 +1,7 @@
+//! Files: `.h5ad` reading and writing ([`h5ad`]), turning a file into model input ([`prep`]),
+//! atomic outputs and output checks ([`fs`]), and the scdd artifacts (code files, bundles)
+//! ([`artifacts`]).
+pub mod artifacts;
+pub mod fs;
+pub mod h5ad;
+pub mod prep;

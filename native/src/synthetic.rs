@@ -1,0 +1,107 @@
+//! Synthetic cells: decoding latent codes with the CPU reference generator, and the one writer
+//! of every synthetic `.h5ad` (`scdd decode`, `scdd distill`'s cell baselines, the pipeline),
+//! so they all carry the same metadata in `uns`: the expression space (`scdd_space`, read back
+//! by [`crate::io::prep`]), the method, SPC, source dataset and generator id.
+use crate::error::{bail, Result};
+use crate::io::{h5ad, prep};
+use ndarray::Array2;
+use scdd_core::bundle::GeneratorBundle;
+use scdd_core::codes::LatentCodes;
+use scdd_core::dataset::Dataset;
+use scdd_core::matrix::CsrMatrix;
+use scdd_core::obs::{Column, ObsTable};
+use scdd_core::reference::CpuModel;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What a synthetic file says about itself.
+#[derive(Clone, Debug, Default)]
+pub struct SyntheticMeta {
+    /// `dm+dc`, `class-mean`...
+    pub method: String,
+    pub spc: Option<u32>,
+    /// Name of the real dataset it was distilled from.
+    pub source: String,
+    /// The generator's content id (for decoded codes).
+    pub generator_id: Option<String>,
+}
+
+impl SyntheticMeta {
+    /// The metadata of decoded codes.
+    pub fn of_codes(codes: &LatentCodes) -> Self {
+        SyntheticMeta {
+            method: codes.provenance.method.clone(),
+            spc: Some(codes.spc),
+            source: codes.provenance.source_name.clone(),
+            generator_id: Some(codes.generator_id.clone()),
+        }
+    }
+}
+
+/// Decodes codes into a dataset (cells named `syn_<class>_<k>`, label column as in the codes):
+/// one denoising step at the codes' timestep, then the decoder; values clipped at 0.
+pub fn decode(codes: &LatentCodes, bundle: &GeneratorBundle, codes_path: &Path) -> Result<Dataset> {
+    let id = bundle.generator_id();
+    if codes.generator_id != id {
+        return Err(crate::Error::Incompatible {
+            path: codes_path.to_path_buf(),
+            reason: format!(
+                "made for generator {} but the given bundle is generator {}; decode with the bundle the codes were distilled with",
+                &codes.generator_id[..12.min(codes.generator_id.len())],
+                &id[..12]
+            ),
+        });
+    }
+    if codes.classes != bundle.classes {
+        bail!("{}: class list differs from the generator's", codes_path.display());
+    }
+    let model = CpuModel::from_bundle(bundle)?;
+    let z = Array2::from_shape_vec((codes.n_codes(), codes.latent_dim()), codes.codes.to_f32()?)?;
+    let x = model.generate(&z, codes.timestep, &codes.labels)?;
+    let x = x.mapv(|v| v.max(0.0));
+    dataset(&x, &codes.labels, &codes.classes, &codes.label_column, &bundle.genes, "synthetic")
+}
+
+/// Wraps dense synthetic cells with their labels as a dataset.
+pub fn dataset(x: &Array2<f32>, labels: &[u32], classes: &[String], label_column: &str, genes: &[String], name: &str) -> Result<Dataset> {
+    let (n, g) = x.dim();
+    let values: Vec<f32> = x.iter().copied().collect();
+    let m = CsrMatrix::from_dense(n, g, &values, "synthetic")?;
+    let mut counters = vec![0usize; classes.len()];
+    let index = labels
+        .iter()
+        .map(|&l| {
+            counters[l as usize] += 1;
+            format!("syn_{}_{}", classes[l as usize].replace(' ', "_"), counters[l as usize] - 1)
+        })
+        .collect();
+    let mut obs = ObsTable { index, columns: vec![] };
+    obs.set(
+        label_column,
+        Column::Categorical { codes: labels.iter().map(|&l| l as i32).collect(), categories: classes.to_vec(), ordered: false },
+    )?;
+    Ok(Dataset::new(name, m, genes.to_vec(), obs)?)
+}
+
+/// Writes synthetic cells (atomically) with the metadata every synthetic file carries.
+pub fn write(path: &Path, ds: &Dataset, bundle: &GeneratorBundle, meta: &SyntheticMeta) -> Result<()> {
+    let mut uns = BTreeMap::new();
+    uns.insert("scdd_values".into(), format!("log1p of counts normalised to {} per cell", bundle.spec.space.target_sum));
+    uns.insert(prep::SPACE_KEY.into(), prep::space_tag(&bundle.spec.space));
+    uns.insert("scdd_method".into(), meta.method.clone());
+    uns.insert("scdd_source".into(), meta.source.clone());
+    if let Some(spc) = meta.spc {
+        uns.insert("scdd_spc".into(), spc.to_string());
+    }
+    if let Some(id) = &meta.generator_id {
+        uns.insert("scdd_generator_id".into(), id.clone());
+    }
+    h5ad::write_h5ad(path, ds, &uns)
+}
+
+/// Decodes a code file with `bundle` and writes the cells to `out`; returns the dataset.
+pub fn decode_to_file(codes: &LatentCodes, codes_path: &Path, bundle: &GeneratorBundle, out: &Path) -> Result<Dataset> {
+    let ds = decode(codes, bundle, codes_path)?;
+    write(out, &ds, bundle, &SyntheticMeta::of_codes(codes))?;
+    Ok(ds)
+}
