@@ -37,6 +37,11 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Bytes as text safe for a terminal: printable ASCII as is, anything else as `\xNN`.
+pub fn printable(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| if (0x20..0x7f).contains(&b) { (b as char).to_string() } else { format!("\\x{b:02x}") }).collect()
+}
+
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -69,8 +74,7 @@ pub fn decode<T: DeserializeOwned>(kind: &FileKind, bytes: &[u8]) -> Result<T> {
         if n < 8 && bytes == &kind.magic[..n] {
             return Err(CoreError::Truncated { kind: kind.name, expected: HEADER_LEN as u64, found: n as u64 });
         }
-        let found = String::from_utf8_lossy(&bytes[..n.min(8)]).into_owned();
-        return Err(CoreError::BadMagic { expected: kind.name, found });
+        return Err(CoreError::BadMagic { expected: kind.name, found: printable(&bytes[..n.min(8)]) });
     }
     if n < HEADER_LEN {
         return Err(CoreError::Truncated { kind: kind.name, expected: HEADER_LEN as u64, found: n as u64 });
@@ -88,6 +92,13 @@ pub fn decode<T: DeserializeOwned>(kind: &FileKind, bytes: &[u8]) -> Result<T> {
     }
     let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
     let payload = &bytes[HEADER_LEN..];
+    if (payload.len() as u64) < len && len > (n as u64).saturating_mul(2).max(1 << 20) {
+        // Far more than the file could ever have held: the length field itself is damaged.
+        return Err(CoreError::Decode {
+            kind: kind.name,
+            msg: format!("the header declares {len} payload bytes but the file has {n} bytes in all (a damaged header, or a file cut to under half its size)"),
+        });
+    }
     if (payload.len() as u64) < len {
         return Err(CoreError::Truncated {
             kind: kind.name,

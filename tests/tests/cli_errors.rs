@@ -3,7 +3,7 @@
 //! `--out`.
 mod common;
 
-use scdd::h5ad::write_h5ad;
+use scdd::io::h5ad::write_h5ad;
 use scdd_core::dataset::Dataset;
 use scdd_core::matrix::CsrMatrix;
 use scdd_core::obs::{Column, ObsTable};
@@ -189,4 +189,38 @@ fn unknown_layer_and_missing_raw() {
         Some(&out),
         &["--test-fraction 1.5"],
     );
+}
+
+#[test]
+fn duplicate_category_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "dupcat.h5ad", &toy());
+    let f = open_rw(&p);
+    let cats = f.group("obs/cell_type").unwrap();
+    cats.unlink("categories").unwrap();
+    let names: Vec<hdf5::types::VarLenUnicode> = ["a", "a"].iter().map(|s| s.parse().unwrap()).collect();
+    cats.new_dataset_builder().with_data(&names).create("categories").unwrap();
+    drop(cats);
+    drop(f);
+    split_fails(&p, "cell_type", &["obs/cell_type", "category \"a\" appears twice"], false);
+}
+
+#[test]
+fn float16_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "f16.h5ad", &toy());
+    let script = "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r+')\nd = f['X/data'][:]\ndel f['X/data']\nf['X/data'] = d.astype(np.float16)\n";
+    let o = std::process::Command::new(common::python()).args(["-c", script, p.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    split_fails(&p, "cell_type", &["X/data", "float16 values are not supported", "float32"], false);
+}
+
+#[test]
+fn damaged_scdd_headers_get_their_own_format_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.scdd");
+    std::fs::write(&p, b"\x00\x1b[31mNOTCODES and more bytes after the magic").unwrap();
+    let e = fails(&["inspect", p.to_str().unwrap()], None, &["bad.scdd", "latent-code (.scdd) file", "\\x00\\x1b[31mNO"]);
+    assert!(!e.contains('\u{1b}'), "raw control bytes reached the terminal: {e:?}");
+    assert!(!e.contains("h5ad"), "{e}");
 }

@@ -3,10 +3,11 @@
 //! files refuse the wrong generator, baselines are what they claim.
 mod common;
 
-use scdd::cmd::distill::{distill_to_file, Args};
-use scdd::distill::Method;
+use scdd::distill::output::DistillIo;
+use scdd::distill::{DistillParams, Method, RunLog};
+use scdd::params::Check;
 use scdd::distill::real::CellSource;
-use scdd::h5ad::{read_h5ad, MatrixSource, ReadOptions};
+use scdd::io::h5ad::{read_h5ad, MatrixSource, ReadOptions};
 use scdd::nn::TchModel;
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::codes::LatentCodes;
@@ -33,28 +34,20 @@ fn small_bundle(seed: u64) -> GeneratorBundle {
     m.to_bundle(ds.genes.clone(), "cell_type".into(), classes, Default::default()).unwrap()
 }
 
+/// A distillation as the library takes it: parameters and files.
+struct Args {
+    p: DistillParams,
+    io: DistillIo,
+}
+
 fn args(gen: &Path, out: PathBuf, method: Method, spc: usize, steps: usize) -> Args {
-    Args {
-        train: PathBuf::from(DATA),
-        generator: gen.to_path_buf(),
-        label: None,
-        spc,
-        method,
-        steps,
-        lr: 0.01,
-        timestep: 50,
-        real_batch: 64,
-        seed: 3,
-        device: "cpu".parse().unwrap(),
-        out,
-        f16: false,
-        resume: false,
-        checkpoint_every: 0,
-        work_dir: None,
-        matrix: Default::default(),
-        stop_after: None,
-        quiet: true,
-    }
+    let p = DistillParams { method, spc, steps, lr: 0.01, timestep: 50, real_batch: 64, seed: 3, ..Default::default() };
+    let io = DistillIo { device: "cpu".parse().unwrap(), checkpoint_every: 0, ..DistillIo::new(PathBuf::from(DATA), gen.to_path_buf(), out) };
+    Args { p, io }
+}
+
+fn distill_to_file(a: &Args, bundle: &GeneratorBundle) -> scdd::Result<RunLog> {
+    scdd::distill::output::distill_to_file(&a.p.clone().check()?, &a.io, bundle)
 }
 
 fn write_bundle(dir: &Path, seed: u64) -> (PathBuf, GeneratorBundle) {
@@ -75,7 +68,7 @@ fn dm_dc_reduce_their_loss_and_write_codes() {
     for method in [Method::Dm, Method::DmDc] {
         let out = dir.path().join(format!("{}.scdd", method.name().replace('+', "_")));
         let mut a = args(&gen, out.clone(), method, 2, 40);
-        a.lr = 0.05;
+        a.p.lr = 0.05;
         let log = distill_to_file(&a, &bundle).unwrap();
         let first = &log.history[0];
         let last = log.history.last().unwrap();
@@ -104,20 +97,20 @@ fn resume_equals_uninterrupted_and_seed_reproduces() {
 
     let resumed = dir.path().join("resumed.scdd");
     let mut a = args(&gen, resumed.clone(), Method::DmDc, 1, 16);
-    a.stop_after = Some(7);
+    a.io.stop_after = Some(7);
     let e = distill_to_file(&a, &bundle).unwrap_err();
-    assert!(e.to_string().contains("stopped after step 7"), "{e}");
+    assert!(matches!(e.root(), scdd::Error::Interrupted { step: 7, .. }), "{e}");
     assert!(!resumed.exists(), "an interrupted run writes no output");
-    a.stop_after = None;
-    a.resume = true;
+    a.io.stop_after = None;
+    a.io.resume = true;
     let log = distill_to_file(&a, &bundle).unwrap();
     assert_eq!(log.resumed_from, Some(7));
     assert_eq!(codes(&straight).codes, codes(&resumed).codes, "resumed run must end where the straight one did");
 
     let mut other = args(&gen, dir.path().join("other.scdd"), Method::DmDc, 1, 16);
-    other.seed = 4;
+    other.p.seed = 4;
     distill_to_file(&other, &bundle).unwrap();
-    assert_ne!(codes(&straight).codes, codes(&other.out).codes);
+    assert_ne!(codes(&straight).codes, codes(&other.io.out).codes);
 }
 
 #[test]
@@ -128,9 +121,9 @@ fn codes_refuse_another_generator() {
     let out = dir.path().join("none.scdd");
     distill_to_file(&args(&gen, out.clone(), Method::None, 1, 0), &bundle).unwrap();
     let c = codes(&out);
-    let e = scdd::cmd::decode::decode(&c, &other, &out).unwrap_err().to_string();
-    assert!(e.contains("made for generator"), "{e}");
-    let ok = scdd::cmd::decode::decode(&c, &bundle.without_encoder(), &out).unwrap();
+    let e = scdd::synthetic::decode(&c, &other, &out).unwrap_err();
+    assert!(matches!(e, scdd::Error::Incompatible { .. }) && e.to_string().contains("made for generator"), "{e}");
+    let ok = scdd::synthetic::decode(&c, &bundle.without_encoder(), &out).unwrap();
     assert_eq!(ok.n_cells(), bundle.classes.len());
 }
 
@@ -158,7 +151,7 @@ fn baselines_write_cells() {
     for (method, spc) in [(Method::Random, 3), (Method::DmData, 2)] {
         let out = dir.path().join(format!("{}.h5ad", method.name()));
         let mut a = args(&gen, out.clone(), method, spc, 40);
-        a.lr = 0.05;
+        a.p.lr = 0.05;
         let log = distill_to_file(&a, &bundle).unwrap();
         if method == Method::DmData {
             // gene values are free: DM falls far
@@ -170,7 +163,7 @@ fn baselines_write_cells() {
         assert!(s.x.data().iter().all(|&v| v >= 0.0), "{method}: negative values");
     }
     let e = distill_to_file(&args(&gen, dir.path().join("x.scdd"), Method::Random, 1, 0), &bundle).unwrap_err();
-    assert!(e.to_string().contains("give --out a .h5ad path"), "{e}");
+    assert!(matches!(e.root(), scdd::Error::Output { .. }) && e.to_string().contains(".h5ad"), "{e}");
 }
 
 /// What a file holds is detected once on the whole file, so any row subset (a single cell, a

@@ -1,8 +1,8 @@
 //! Large sparse reads of contiguous, uncompressed `indices`/`data` (as scdd writes them)
 //! bypass HDF5 (positioned reads on two threads); small, chunked or compressed ones go
 //! through HDF5. Both must give the same matrix.
-use scdd::bench_io::generate_matrix;
-use scdd::h5ad::{write_h5ad, H5adReader, ReadOptions};
+use scdd::bench::io::generate_matrix;
+use scdd::io::h5ad::{write_h5ad, H5adReader, ReadOptions};
 use scdd_core::dataset::Dataset;
 use scdd_core::matrix::CsrMatrix;
 use scdd_core::obs::ObsTable;

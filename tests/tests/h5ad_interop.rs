@@ -3,7 +3,7 @@
 //! `anndata.read_h5ad` with warnings as errors and hold the same values.
 mod common;
 
-use scdd::h5ad::{read_h5ad, write_h5ad, H5adReader, MatrixFormat, MatrixSource, ReadOptions};
+use scdd::io::h5ad::{read_h5ad, write_h5ad, H5adReader, MatrixFormat, MatrixSource, ReadOptions};
 use scdd_core::dataset::Dataset;
 use scdd_core::matrix::CsrMatrix;
 use scdd_core::obs::Column;
@@ -152,7 +152,7 @@ fn partial_reads_match_the_full_matrix() {
         assert_eq!(r.read_rows(n..n).unwrap().n_rows(), 0, "{file}");
         let rows = [199, 0, 5, 6, 7, 150, 5, 42, 43, 199];
         assert_eq!(without_zeros(&r.read_row_indices(&rows).unwrap()), full.select_rows(&rows), "{file}");
-        let same = scdd::h5ad::read_rows(&path, &ReadOptions::default(), 100..101).unwrap();
+        let same = scdd::io::h5ad::read_rows(&path, &ReadOptions::default(), 100..101).unwrap();
         assert_eq!(without_zeros(&same), full.select_rows(&[100]), "{file}");
         let e = format!("{:#}", r.read_row_indices(&[3, n]).unwrap_err());
         assert!(e.contains(file) && e.contains(&format!("row index {n} is out of range")), "{e}");

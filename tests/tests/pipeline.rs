@@ -4,7 +4,7 @@
 //! decoding and its evaluation.
 mod common;
 
-use scdd::h5ad::{read_h5ad, write_h5ad, ReadOptions};
+use scdd::io::h5ad::{read_h5ad, write_h5ad, ReadOptions};
 use scdd::pipeline::{self, Config, RunOptions};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +24,7 @@ fn config_text(data: &Path, out: &Path, steps: usize) -> String {
 out_dir = "{out}"
 seed = 1
 device = "cpu"
+threads = 2
 
 [[dataset]]
 name = "tiny"
@@ -34,8 +35,6 @@ label = "cell_type"
 hidden = [64]
 latent_dim = 16
 epochs = 2
-threads = 2
-quiet = true
 
 [generator]
 hidden = [32, 16]
@@ -43,8 +42,6 @@ emb_dim = 32
 steps = 60
 timesteps = 100
 holdout = 0
-threads = 2
-quiet = true
 
 [distill]
 methods = ["dm+dc", "random"]

@@ -5,7 +5,7 @@
 //!
 //! Needs the Python with anndata + scanpy: `$SCDD_PYTHON`, else `<workspace>/.venv/bin/python`.
 //! The tests fail (never skip) when it is missing.
-use scdd::h5ad::{read_h5ad, MatrixSource, ReadOptions};
+use scdd::io::h5ad::{read_h5ad, MatrixSource, ReadOptions};
 use scdd_core::matrix::CsrMatrix;
 use scdd_core::preprocess::{detect_count_type, log1p, normalize_total, qc_filter, CountType, QcParams};
 use serde_json::Value;

@@ -5,7 +5,7 @@
 //! with errors that name the file and the key.
 //! The checkpoints are written by real PyTorch (`torch.save`, zip and legacy formats).
 use ndarray::Array2;
-use scdd::scimilarity;
+use scdd::import::scimilarity;
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::graph::Layer;
 use scdd_core::reference::CpuModel;

@@ -3,12 +3,12 @@
 mod common;
 
 use ndarray::Array2;
-use scdd::foundation::{train_foundation, FoundationConfig, TrainData};
-use scdd::generator::{sample_latents, train_generator, GenData, GeneratorConfig, Sampler};
+use scdd::foundation::{FoundationConfig, FoundationRun, TrainData};
+use scdd::generator::{sample_latents, GenData, GeneratorConfig, GeneratorRun, Sampler};
 use scdd::nn::{from_array, to_array, TchModel};
-use scdd::train::{Outcome, TrainControl};
+use scdd::params::Check;
+use scdd::train::TrainControl;
 use scdd_core::bundle::GeneratorBundle;
-use scdd_core::graph::NoiseSchedule;
 use scdd_core::reference::CpuModel;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
@@ -21,7 +21,7 @@ const PANCREAS: &str = "pancreas_endocrinogenesis_e15_2k_genes_SuperCell.h5ad";
 
 /// `n` cells (every k-th) of a data file, log-normalised, genes seen in >= 3 cells.
 fn load(name: &str, n: usize) -> TrainData {
-    let mut d = scdd::cmd::train_foundation::load_training_data(&data_file(name), &Default::default(), Some("cell_type"), 3).unwrap();
+    let mut d = scdd::foundation::data::load_training_data(&data_file(name), &Default::default(), Some("cell_type"), 3).unwrap();
     let step = (d.x.n_rows() / n).max(1);
     let rows: Vec<usize> = (0..d.x.n_rows()).step_by(step).take(n).collect();
     d.x = d.x.select_rows(&rows);
@@ -54,12 +54,23 @@ fn tiny_generator() -> GeneratorConfig {
     GeneratorConfig {
         hidden: vec![32, 24],
         emb_dim: 16,
-        schedule: NoiseSchedule { beta_min: 1e-4, beta_max: 0.1, steps: 100 },
+        beta_min: 1e-4,
+        beta_max: 0.1,
+        timesteps: 100,
         batch_size: 32,
         steps: 24,
         holdout: 0.1,
         ..GeneratorConfig::default()
     }
+}
+
+/// The library's trainers take checked settings.
+fn train_foundation(d: &TrainData, cfg: &FoundationConfig, ctl: &TrainControl) -> scdd::Result<FoundationRun> {
+    scdd::foundation::train_foundation(d, &cfg.clone().check()?, ctl)
+}
+
+fn train_generator(f: &GeneratorBundle, d: &GenData, cfg: &GeneratorConfig, ctl: &TrainControl, enc: bool) -> scdd::Result<GeneratorRun> {
+    scdd::generator::train_generator(f, d, &cfg.clone().check()?, ctl, enc)
 }
 
 fn quiet() -> TrainControl {
@@ -100,8 +111,8 @@ fn check_against_reference(bundle: &GeneratorBundle, x: &Array2<f32>, tol: f32) 
 fn tch_matches_the_cpu_reference_on_real_data() {
     // A trained (tiny) foundation + generator on pbmc3k cells.
     let d = load(PBMC, 240);
-    let f = train_foundation(&d, &tiny_foundation(), &quiet()).unwrap().finished().unwrap();
-    let g = train_generator(&f.bundle, &gen_data(&d), &tiny_generator(), &quiet(), true).unwrap().finished().unwrap();
+    let f = train_foundation(&d, &tiny_foundation(), &quiet()).unwrap();
+    let g = train_generator(&f.bundle, &gen_data(&d), &tiny_generator(), &quiet(), true).unwrap();
     let x = d.x.dense_rows(&(0..24).collect::<Vec<_>>());
     check_against_reference(&g.bundle, &x, 1e-4);
     // The generator runs on latents scaled to radius √L; D(E(x)) is what the foundation gave.
@@ -140,30 +151,31 @@ fn resuming_reaches_the_weights_of_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = load(PANCREAS, 300);
     let cfg = FoundationConfig { max_epochs: 4, ..tiny_foundation() };
-    let straight = train_foundation(&d, &cfg, &quiet()).unwrap().finished().unwrap();
+    let straight = train_foundation(&d, &cfg, &quiet()).unwrap();
     let ck = dir.path().join("f.ckpt");
     let mut ctl = TrainControl { checkpoint: Some(ck.clone()), checkpoint_every: 3, stop_after: Some(13), ..quiet() };
-    match train_foundation(&d, &cfg, &ctl).unwrap() {
-        Outcome::Interrupted { step } => assert_eq!(step, 13),
-        Outcome::Finished(_) => panic!("should have stopped after 13 steps"),
+    match train_foundation(&d, &cfg, &ctl) {
+        Err(e) => assert!(matches!(e.root(), scdd::Error::Interrupted { step: 13, .. }), "{e}"),
+        Ok(_) => panic!("should have stopped after 13 steps"),
     }
     assert!(ck.exists());
     ctl.stop_after = None;
     ctl.resume = true;
-    let resumed = train_foundation(&d, &cfg, &ctl).unwrap().finished().unwrap();
+    let resumed = train_foundation(&d, &cfg, &ctl).unwrap();
     assert_eq!(straight.bundle.tensors, resumed.bundle.tensors, "foundation weights differ after resume");
     assert_eq!(straight.report, resumed.report);
 
     // The generator (optimizer moments and EMA weights travel through the checkpoint).
     let gd = gen_data(&d);
     let gcfg = tiny_generator();
-    let straight_g = train_generator(&straight.bundle, &gd, &gcfg, &quiet(), true).unwrap().finished().unwrap();
+    let straight_g = train_generator(&straight.bundle, &gd, &gcfg, &quiet(), true).unwrap();
     let gk = dir.path().join("g.ckpt");
     let mut ctl = TrainControl { checkpoint: Some(gk.clone()), checkpoint_every: 5, stop_after: Some(11), ..quiet() };
-    assert!(matches!(train_generator(&straight.bundle, &gd, &gcfg, &ctl, true).unwrap(), Outcome::Interrupted { step: 11 }));
+    let e = train_generator(&straight.bundle, &gd, &gcfg, &ctl, true).err().expect("stops after 11 steps");
+    assert!(matches!(e.root(), scdd::Error::Interrupted { step: 11, .. }), "{e}");
     ctl.stop_after = None;
     ctl.resume = true;
-    let resumed_g = train_generator(&straight.bundle, &gd, &gcfg, &ctl, true).unwrap().finished().unwrap();
+    let resumed_g = train_generator(&straight.bundle, &gd, &gcfg, &ctl, true).unwrap();
     assert_eq!(strip(&straight_g.bundle), strip(&resumed_g.bundle), "generator weights differ after resume");
 
     // A checkpoint of other settings is refused.
@@ -172,21 +184,21 @@ fn resuming_reaches_the_weights_of_an_uninterrupted_run() {
         Err(e) => format!("{e:#}"),
         Ok(_) => panic!("a checkpoint of another configuration must be refused"),
     };
-    assert!(e.contains("different training configuration"), "{e}");
+    assert!(e.contains("other settings"), "{e}");
 }
 
 #[test]
 fn the_same_seed_gives_the_same_bundle_bytes() {
     let d = load(PANCREAS, 200);
     let cfg = FoundationConfig { max_epochs: 2, ..tiny_foundation() };
-    let a = train_foundation(&d, &cfg, &quiet()).unwrap().finished().unwrap();
-    let b = train_foundation(&d, &cfg, &quiet()).unwrap().finished().unwrap();
+    let a = train_foundation(&d, &cfg, &quiet()).unwrap();
+    let b = train_foundation(&d, &cfg, &quiet()).unwrap();
     assert_eq!(strip(&a.bundle), strip(&b.bundle));
-    let c = train_foundation(&d, &FoundationConfig { seed: 1, ..cfg }, &quiet()).unwrap().finished().unwrap();
+    let c = train_foundation(&d, &FoundationConfig { seed: 1, ..cfg }, &quiet()).unwrap();
     assert_ne!(strip(&a.bundle), strip(&c.bundle));
     let gd = gen_data(&d);
-    let g1 = train_generator(&a.bundle, &gd, &tiny_generator(), &quiet(), true).unwrap().finished().unwrap();
-    let g2 = train_generator(&a.bundle, &gd, &tiny_generator(), &quiet(), true).unwrap().finished().unwrap();
+    let g1 = train_generator(&a.bundle, &gd, &tiny_generator(), &quiet(), true).unwrap();
+    let g2 = train_generator(&a.bundle, &gd, &tiny_generator(), &quiet(), true).unwrap();
     assert_eq!(strip(&g1.bundle), strip(&g2.bundle));
     assert_eq!(g1.quality, g2.quality);
     // Sampling is seeded too, for every sampler.
@@ -209,7 +221,7 @@ fn clear_errors() {
     let e = train_foundation(&empty, &tiny_foundation(), &quiet()).err().expect("empty set must fail").to_string();
     assert!(e.contains("empty"), "{e}");
     // a label column with one class
-    let f = train_foundation(&d, &FoundationConfig { max_epochs: 1, ..tiny_foundation() }, &quiet()).unwrap().finished().unwrap();
+    let f = train_foundation(&d, &FoundationConfig { max_epochs: 1, ..tiny_foundation() }, &quiet()).unwrap();
     let mut one = gen_data(&d);
     one.labels = one.labels.iter().map(|_| Some(0)).collect();
     one.classes.truncate(1);
@@ -231,14 +243,14 @@ fn clear_errors() {
         scdd_core::obs::ObsTable { index: (0..d.x.n_rows()).map(|i| i.to_string()).collect(), columns: vec![] },
     )
     .unwrap();
-    let e = match scdd::prep::to_model_input(ds, &f.bundle.genes, &f.bundle.spec.space, "t.h5ad:X") {
+    let e = match scdd::io::prep::to_model_input(ds, &f.bundle.genes, &f.bundle.spec.space, "t.h5ad:X") {
         Err(e) => format!("{e:#}"),
         Ok(_) => panic!("disjoint genes must be refused"),
     };
     assert!(e.contains("only 0 of the model's"), "{e}");
     // CUDA asked for but absent
-    if scdd::device::cuda_devices() == 0 {
-        let e = scdd::device::DeviceArg::Cuda(0).resolve().unwrap_err().to_string();
+    if scdd::nn::device::cuda_devices() == 0 {
+        let e = scdd::nn::device::DeviceArg::Cuda(0).resolve().unwrap_err().to_string();
         assert!(e.contains("CUDA is not available"), "{e}");
     }
 }
@@ -250,10 +262,10 @@ fn run_ok(args: &[&str]) -> String {
 }
 
 fn write_subset(src: &Path, dst: &Path, n: usize) {
-    let ds = scdd::h5ad::read_h5ad(src, &Default::default()).unwrap();
+    let ds = scdd::io::h5ad::read_h5ad(src, &Default::default()).unwrap();
     let step = ds.n_cells() / n;
     let rows: Vec<usize> = (0..ds.n_cells()).step_by(step).take(n).collect();
-    scdd::h5ad::write_h5ad(dst, &ds.select_cells(&rows), &Default::default()).unwrap();
+    scdd::io::h5ad::write_h5ad(dst, &ds.select_cells(&rows), &Default::default()).unwrap();
 }
 
 #[test]
@@ -281,21 +293,21 @@ fn cli_trains_generates_and_reports() {
     assert!(!Path::new(&p("gen.scddg.ckpt")).exists(), "the checkpoint is removed after a finished run");
     let class = gen.classes[1].clone();
     run_ok(&["generate", &p("gen.scddg"), "--class", &class, "-n", "7", "-o", &p("cells.h5ad"), "--device", "cpu"]);
-    let cells = scdd::h5ad::read_h5ad(Path::new(&p("cells.h5ad")), &Default::default()).unwrap();
+    let cells = scdd::io::h5ad::read_h5ad(Path::new(&p("cells.h5ad")), &Default::default()).unwrap();
     assert_eq!(cells.n_cells(), 7);
     assert_eq!(cells.genes, gen.genes);
     let labels = cells.obs.labels("cell_type").unwrap();
     assert_eq!(labels.classes, vec![class.clone()]);
     // generated cells declare their expression space and load back as model input unchanged
-    let back = scdd::prep::load_model_input(Path::new(&p("cells.h5ad")), &Default::default(), &gen.genes, &gen.spec.space).unwrap();
+    let back = scdd::io::prep::load_model_input(Path::new(&p("cells.h5ad")), &Default::default(), &gen.genes, &gen.spec.space).unwrap();
     assert_eq!(back.data.x, cells.x);
     run_ok(&["generate", &p("gen.scddg"), "--class", "all", "-n", "2", "--single-step", "50", "-o", &p("all.h5ad"), "--device", "cpu"]);
-    assert_eq!(scdd::h5ad::read_h5ad(Path::new(&p("all.h5ad")), &Default::default()).unwrap().n_cells(), 2 * gen.classes.len());
+    assert_eq!(scdd::io::h5ad::read_h5ad(Path::new(&p("all.h5ad")), &Default::default()).unwrap().n_cells(), 2 * gen.classes.len());
     // errors: an unknown class, CUDA without a GPU, resume without a checkpoint
     let out = common::scdd(&["generate", &p("gen.scddg"), "--class", "Nope", "-n", "2", "-o", &p("x.h5ad")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not a class") && err.contains(&class), "{err}");
-    if scdd::device::cuda_devices() == 0 {
+    if scdd::nn::device::cuda_devices() == 0 {
         let out = common::scdd(&["train-foundation", &p("train.h5ad"), "-o", &p("y.scddg"), "--device", "cuda"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("CUDA is not available"), "{err}");

@@ -259,7 +259,13 @@ fn scdd_file_kind(path: &std::path::Path) -> Option<FileKind> {
     use std::io::Read;
     let mut magic = [0u8; 8];
     let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut magic)).ok()?;
-    [codes::KIND, bundle::KIND].into_iter().find(|k| n == 8 && magic == k.magic)
+    let by_magic = [codes::KIND, bundle::KIND].into_iter().find(|k| n == 8 && magic == k.magic);
+    // A damaged header still gets its own format's error, chosen by the extension.
+    by_magic.or_else(|| match path.extension().and_then(|e| e.to_str()) {
+        Some("scdd") => Some(codes::KIND),
+        Some("scddg") => Some(bundle::KIND),
+        _ => None,
+    })
 }
 
 /// `scdd inspect codes.scdd --json`.

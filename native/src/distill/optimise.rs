@@ -113,12 +113,16 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
     };
     let var = init.detach().copy();
 
-    if let Some(store) = store.as_ref() {
-        optimise(cfg, job, model, store, &var, &classes_t, &t, &slices, &mut log)?;
-    }
+    // The feature store is scratch space: removed whatever the loop's outcome.
+    let result = match store.as_ref() {
+        Some(store) => optimise(cfg, job, model, store, &var, &classes_t, &t, &slices, &mut log),
+        None => Ok(()),
+    };
     if let Some(s) = store {
         s.remove();
     }
+    let _ = std::fs::remove_dir(&job.work_dir); // only if empty
+    result?;
     if let Some(c) = &ctl.checkpoint {
         let _ = std::fs::remove_file(c);
     }

@@ -10,6 +10,7 @@ use crate::nn::device::DeviceArg;
 use crate::nn::TchModel;
 use crate::params::Checked;
 use crate::synthetic::{self, SyntheticMeta};
+use crate::train::checkpoint::{Checkpoint, CheckpointKind};
 use crate::train::TrainControl;
 use crate::Error;
 use ndarray::Array2;
@@ -142,7 +143,7 @@ pub fn distill_to_file(cfg: &Checked<DistillParams>, io: &DistillIo, bundle: &Ge
     let hidden_sum = bundle.spec.decoder.params().iter().map(|(_, s)| s[0]).sum::<usize>()
         + bundle.spec.denoiser.as_ref().map_or(0, |d| d.hidden.iter().sum::<usize>() * 3);
     let need = optimise::estimate_bytes(cfg, plan.present.len(), bundle.genes.len(), bundle.spec.latent_dim, hidden_sum);
-    let budget = io.memory_budget.or_else(crate::train::available_memory_bytes);
+    let budget = io.memory_budget.or_else(crate::train::memory_budget_bytes);
     if let Some(budget) = budget {
         if need > budget {
             return Err(Error::TooLarge {
@@ -178,6 +179,12 @@ pub fn distill_to_file(cfg: &Checked<DistillParams>, io: &DistillIo, bundle: &Ge
         ctl,
         fingerprint,
     };
+
+    // A resume must fit before the feature pass starts.
+    if let (true, Some(path)) = (job.ctl.resume, job.ctl.checkpoint.as_ref()) {
+        let ck = Checkpoint::load(CheckpointKind::Distill, path)?;
+        ck.check(path, &serde_json::to_string(&cfg.relevant())?, &job.fingerprint)?;
+    }
 
     // ---- the work
     let (syn, log) = distill(cfg, &job)?;

@@ -78,7 +78,7 @@ pub fn generate_to_file(bundle_path: &Path, p: &Checked<GenerateParams>, out: &P
     // The cells (dense, then sparse) and the latents, before anything runs.
     let cells = ids.len() * p.n;
     let need = cells as f64 * (bundle.genes.len() as f64 * 4.0 * 3.0 + bundle.spec.latent_dim as f64 * 4.0 * 8.0);
-    if let Some(budget) = p.memory_budget.or_else(crate::train::available_memory_bytes) {
+    if let Some(budget) = p.memory_budget.or_else(crate::train::memory_budget_bytes) {
         if need > budget {
             return Err(Error::TooLarge {
                 what: format!("-n {} × {} classes ({cells} cells × {} genes)", p.n, ids.len(), bundle.genes.len()),

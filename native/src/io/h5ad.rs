@@ -1006,6 +1006,10 @@ fn categorical(codes: Vec<i32>, categories: Vec<String>, ordered: bool, field: &
     if let Some((row, &c)) = codes.iter().enumerate().find(|(_, &c)| c < -1 || c as i64 >= categories.len() as i64) {
         bail!("{field}: code {c} at row {row} is out of range ({} categories)", categories.len());
     }
+    let mut seen = std::collections::HashSet::with_capacity(categories.len());
+    if let Some(dup) = categories.iter().find(|c| !seen.insert(c.as_str())) {
+        bail!("{field}: category {dup:?} appears twice; category names must be unique");
+    }
     Ok(Column::Categorical { codes, categories, ordered })
 }
 
@@ -1053,7 +1057,15 @@ fn one_line(s: &str) -> String {
 
 /// Maps an HDF5 error to a one-line error naming `field`.
 fn h5<T>(r: hdf5::Result<T>, field: &str) -> Result<T> {
-    r.map_err(|e| err!("{field}: {}", one_line(&e.to_string())))
+    r.map_err(|e| {
+        let msg = one_line(&e.to_string());
+        if msg.contains("Invalid size of float datatype") {
+            // HDF5 has no conversion for 2-byte floats here.
+            err!("{field}: float16 values are not supported; store them as float32 (in Python: adata.X = adata.X.astype('float32'))")
+        } else {
+            err!("{field}: {msg}")
+        }
+    })
 }
 
 fn descriptor(c: &hdf5::Container, field: &str) -> Result<TD> {

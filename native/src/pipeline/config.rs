@@ -30,6 +30,9 @@ pub struct Config {
     /// auto | cpu | cuda | cuda:N (not part of any stage hash).
     #[serde(default = "default_device")]
     pub device: String,
+    /// CPU threads for libtorch (default: libtorch's choice; not part of any stage hash).
+    #[serde(default)]
+    pub threads: Option<i32>,
     #[serde(default)]
     pub split: SplitSection,
     /// `scdd train-foundation`'s settings, by flag name (`epochs = 5`, `hidden = [256]`).
@@ -154,13 +157,16 @@ impl Config {
 
     /// Parses and checks TOML text.
     pub fn parse(text: &str) -> Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| Error::msg(e.to_string().trim_end()))?;
+        let cfg: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Every check that can be made before any stage runs.
     pub fn validate(&self) -> Result<()> {
+        if let Some(n) = self.threads {
+            crate::params::count("threads", n.max(0) as u64, 1, 4096)?;
+        }
         if self.datasets.is_empty() {
             bail!("no [[dataset]] given: add at least one table with name, path and label");
         }
@@ -272,6 +278,22 @@ impl Config {
     }
 }
 
+/// A TOML error as one line naming the section and the line: `[foundation] line 6: unknown
+/// field `epochz`, expected one of ...`.
+fn toml_error(text: &str, e: &toml::de::Error) -> Error {
+    let Some(span) = e.span() else { return Error::msg(e.message()) };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| format!("{} ", l.rfind(']').map_or(l, |k| &l[..=k])))
+        .unwrap_or_default();
+    Error::msg(format!("{section}line {line}: {}", e.message().trim_end().replace('\n', " ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +308,9 @@ mod tests {
         assert_eq!(c.main_method().unwrap(), Method::DmDc);
         let err = |extra: &str| format!("{:#}", Config::parse(&format!("{ONE}{extra}")).unwrap_err());
         assert!(err("[distill]\nstpes = 3\n").contains("stpes"));
+        let e = err("[foundation]\nepochz = 3\n");
+        assert!(e.contains("[foundation] line 6: unknown field `epochz`"), "{e}");
+        assert!(err("threads = 0\n").contains("threads 0"));
         let e = err("[distill]\nmethods = [\"dn\"]\n");
         assert!(e.contains("dn"), "{e}");
         assert!(format!("{:#}", Config::parse("out_dir = \"x\"\n").unwrap_err()).contains("[[dataset]]"));

@@ -74,6 +74,9 @@ pub fn report_config(cfg: &Config) -> Result<ReportConfig> {
 /// Runs the pipeline described by `cfg`.
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<PipelineRun> {
     cfg.validate()?;
+    if let Some(n) = cfg.threads {
+        tch::set_num_threads(n);
+    }
     let t0 = Instant::now();
     let mut store = StageStore::open(&cfg.out_dir.join("stages"), opts.only_report, &cfg.device)?;
     let mut datasets = Vec::new();
@@ -134,7 +137,7 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
         bail!("[[dataset]] {name}: {} does not exist", entry.path.display());
     }
     let device: DeviceArg = cfg.device.parse().map_err(crate::Error::msg)?;
-    let control = |out: &Path, every: u64| TrainControl::for_output(out, device, every, false, None, true, None);
+    let control = |out: &Path, every: u64| TrainControl::for_output(out, device, every, false, None, true, cfg.threads);
 
     // ---- split
     let split_params = cfg.split_params(entry);

@@ -235,8 +235,14 @@ pub fn fingerprint_csr(x: &scdd_core::matrix::CsrMatrix) -> String {
     crate::io::artifacts::hex(&h.finalize()[..8])
 }
 
-/// Memory the system can still give (MemAvailable from /proc/meminfo), in bytes.
-pub fn available_memory_bytes() -> Option<f64> {
+/// The memory budget work is sized against before it starts, in bytes: `SCDD_MEMORY_BUDGET_MB`
+/// when set, else what the system can still give (MemAvailable from /proc/meminfo).
+pub fn memory_budget_bytes() -> Option<f64> {
+    if let Some(mb) = std::env::var("SCDD_MEMORY_BUDGET_MB").ok().and_then(|v| v.trim().parse::<f64>().ok()) {
+        if mb.is_finite() && mb > 0.0 {
+            return Some(mb * 1e6);
+        }
+    }
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

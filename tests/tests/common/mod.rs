@@ -124,3 +124,13 @@ pub fn h5ad_fixtures() -> &'static Path {
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
+
+/// Runs `scdd ARGS` with extra environment variables.
+pub fn scdd_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(scdd_bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("running scdd")
+}
