@@ -12,7 +12,7 @@ pub enum CoreError {
     #[error("invalid parameter {name} = {value}: {msg}")]
     InvalidParam { name: String, value: String, msg: String },
     /// A file does not start with the expected magic bytes.
-    #[error("not a {expected} file: magic bytes are {found:?}")]
+    #[error("not a {expected} file: magic bytes are \"{found}\"")]
     BadMagic { expected: &'static str, found: String },
     /// A format version this build cannot read: written by a newer scdd (or version 0, which
     /// no scdd writes).
