@@ -22,6 +22,9 @@ pub enum BenchCmd {
     Train(TrainArgs),
     /// Distillation steps/s and peak memory at SPC 1 and 10, and with the dataset grown 10×.
     Distill(DistillArgs),
+    /// SCDG training and DM+DC distillation (SPC 1 and 10) side by side with a compact PyTorch
+    /// implementation of the same loops: same data, sizes and threads.
+    Torch(TorchArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -29,6 +32,7 @@ pub fn run(args: Args) -> Result<()> {
         BenchCmd::Io(a) => bench::io::run(a.params())?,
         BenchCmd::Train(a) => bench::train::run(a.params())?,
         BenchCmd::Distill(a) => bench::distill::run(a.params())?,
+        BenchCmd::Torch(a) => bench::torch::run(a.params())?,
     }
     Ok(())
 }
@@ -194,6 +198,51 @@ impl DistillArgs {
             growth: self.growth,
             method: self.method.clone(),
             device: self.device.clone(),
+            dir: self.dir.clone(),
+            json: self.json.clone(),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TorchArgs {
+    /// Training cells (raw counts or log-normalised).
+    #[arg(long, default_value = "data/pbmc3k_seurat_labels_clustifyr.h5ad")]
+    pub data: PathBuf,
+    #[arg(long, default_value = "cell_type")]
+    pub label: String,
+    /// CPU threads on both sides.
+    #[arg(long, default_value_t = 2)]
+    pub threads: i32,
+    /// SCDG training steps timed.
+    #[arg(long, default_value_t = 300)]
+    pub train_steps: u64,
+    /// Distillation steps timed per SPC.
+    #[arg(long, default_value_t = 50)]
+    pub distill_steps: usize,
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    pub spc: Vec<usize>,
+    /// Python with torch [default: $SCDD_PYTHON, else .venv/bin/python].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Scratch directory.
+    #[arg(long, default_value = "target/bench-torch")]
+    pub dir: PathBuf,
+    /// Also write the table as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl TorchArgs {
+    pub fn params(&self) -> bench::torch::TorchParams {
+        bench::torch::TorchParams {
+            data: self.data.clone(),
+            label: self.label.clone(),
+            threads: self.threads,
+            train_steps: self.train_steps,
+            distill_steps: self.distill_steps,
+            spc: self.spc.clone(),
+            python: self.python.clone(),
             dir: self.dir.clone(),
             json: self.json.clone(),
         }

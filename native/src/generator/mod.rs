@@ -262,6 +262,8 @@ pub struct GeneratorRun {
     pub quality: Option<QualityReport>,
     /// Wall time of encoding the training cells plus the optimisation loop.
     pub train_seconds: f64,
+    /// Wall time of the optimisation loop alone (this invocation's steps).
+    pub loop_seconds: f64,
     pub denoiser_params: usize,
 }
 
@@ -390,6 +392,7 @@ pub fn train_generator(
     let latent = model.spec.latent_dim;
     let mut done = 0u64;
     let log_every = (cfg.steps / 10).max(1);
+    let loop_started = Instant::now();
     while step < cfg.steps {
         let rows = batcher.rows(step);
         let b = rows.len();
@@ -438,6 +441,7 @@ pub fn train_generator(
     progress.finish();
     // The bundle carries the EMA weights.
     model.load_values(ema.shadow().iter().map(|(n, t)| (n, t)))?;
+    let loop_seconds = loop_started.elapsed().as_secs_f64();
     let train_secs = started.elapsed().as_secs_f64();
     let report = if held.is_empty() {
         None
@@ -459,7 +463,7 @@ pub fn train_generator(
     let bundle = model.to_bundle(foundation.genes.clone(), data.label_column.clone(), data.classes.clone(), meta)?;
     let bundle = if keep_encoder { bundle } else { bundle.without_encoder() };
     let denoiser_params = model.n_params("denoiser.");
-    Ok(GeneratorRun { bundle, quality: report, train_seconds: train_secs, denoiser_params })
+    Ok(GeneratorRun { bundle, quality: report, train_seconds: train_secs, loop_seconds, denoiser_params })
 }
 
 // ------------------------------------------------------------------------------------------
