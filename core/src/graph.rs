@@ -44,27 +44,108 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// Names (without prefix) and shapes of this layer's parameters.
-    pub fn params(&self) -> Vec<(&'static str, Vec<usize>)> {
+    /// Names (without prefix), shapes and roles of this layer's parameters.
+    pub fn param_roles(&self) -> Vec<(&'static str, Vec<usize>, ParamRole)> {
         match *self {
             Layer::Linear { in_dim, out_dim, bias } => {
-                let mut v = vec![("weight", vec![out_dim, in_dim])];
+                let mut v = vec![("weight", vec![out_dim, in_dim], ParamRole::LinearWeight)];
                 if bias {
-                    v.push(("bias", vec![out_dim]));
+                    v.push(("bias", vec![out_dim], ParamRole::LinearBias { fan_in: in_dim }));
                 }
                 v
             }
             Layer::BatchNorm1d { dim, .. } => vec![
-                ("weight", vec![dim]),
-                ("bias", vec![dim]),
-                ("running_mean", vec![dim]),
-                ("running_var", vec![dim]),
+                ("weight", vec![dim], ParamRole::NormWeight),
+                ("bias", vec![dim], ParamRole::NormBias),
+                ("running_mean", vec![dim], ParamRole::RunningMean),
+                ("running_var", vec![dim], ParamRole::RunningVar),
             ],
-            Layer::LayerNorm { dim, .. } => vec![("weight", vec![dim]), ("bias", vec![dim])],
-            Layer::PRelu { num_parameters } => vec![("weight", vec![num_parameters])],
+            Layer::LayerNorm { dim, .. } => vec![("weight", vec![dim], ParamRole::NormWeight), ("bias", vec![dim], ParamRole::NormBias)],
+            Layer::PRelu { num_parameters } => vec![("weight", vec![num_parameters], ParamRole::PReluWeight)],
             Layer::Act(_) | Layer::Dropout { .. } | Layer::L2Normalize { .. } => vec![],
         }
     }
+
+    /// Names (without prefix) and shapes of this layer's parameters.
+    pub fn params(&self) -> Vec<(&'static str, Vec<usize>)> {
+        self.param_roles().into_iter().map(|(n, s, _)| (n, s)).collect()
+    }
+}
+
+/// What a parameter is: how it is initialised, whether it is trained, how a kernel uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParamRole {
+    /// A linear layer's weight `[out, in]` (`y = x Wᵀ + b`).
+    LinearWeight,
+    /// A linear layer's bias `[out]`; `fan_in` is the layer's input width.
+    LinearBias { fan_in: usize },
+    /// BatchNorm/LayerNorm scale `[dim]`.
+    NormWeight,
+    /// BatchNorm/LayerNorm shift `[dim]`.
+    NormBias,
+    /// BatchNorm running statistics `[dim]`: buffers, not trained.
+    RunningMean,
+    RunningVar,
+    /// PReLU slope(s).
+    PReluWeight,
+    /// The denoiser's class embedding table `[classes, emb]` (a row per class).
+    ClassTable,
+}
+
+impl ParamRole {
+    /// Buffers are state (BatchNorm running statistics), not trained parameters.
+    pub fn is_buffer(self) -> bool {
+        matches!(self, ParamRole::RunningMean | ParamRole::RunningVar)
+    }
+}
+
+/// One parameter of a graph: full name, shape, role, and the part it belongs to (a stack's
+/// prefix, or `denoiser`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub role: ParamRole,
+    pub part: String,
+}
+
+/// The weight and bias of one linear layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinearNames {
+    pub weight: String,
+    pub bias: String,
+    pub in_dim: usize,
+    pub out_dim: usize,
+}
+
+/// A LayerNorm's scale and shift.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormNames {
+    pub weight: String,
+    pub bias: String,
+    pub dim: usize,
+}
+
+/// One denoiser block: `SiLU(LN(linear(h) + emb(SiLU(e))))`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockNames {
+    pub linear: LinearNames,
+    pub emb: LinearNames,
+    pub norm: NormNames,
+}
+
+/// Every named tensor of the denoiser, by its place in the wiring ([`DenoiserSpec`]). The tch
+/// model, the CPU reference and the WGSL decoder all read their names from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenoiserNames {
+    /// The time MLP: `time[0]` (emb → emb), SiLU, `time[1]` (emb → emb).
+    pub time: [LinearNames; 2],
+    pub class_table: String,
+    /// `down[i]`, applied for i = 0..n.
+    pub down: Vec<BlockNames>,
+    /// `up[j]`, applied for j = n−2 down to 0, each followed by `+ skip_j`.
+    pub up: Vec<BlockNames>,
+    pub out: LinearNames,
 }
 
 /// `prefix.k.param`.
@@ -124,15 +205,20 @@ impl Stack {
         }
     }
 
-    /// Every parameter: full name and shape.
-    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+    /// Every parameter with its role, in layer order.
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
         let mut out = Vec::new();
         for (k, l) in self.layers.iter().enumerate() {
-            for (p, s) in l.params() {
-                out.push((layer_param(&self.prefix, k, p), s));
+            for (p, shape, role) in l.param_roles() {
+                out.push(ParamSpec { name: layer_param(&self.prefix, k, p), shape, role, part: self.prefix.clone() });
             }
         }
         out
+    }
+
+    /// Every parameter: full name and shape.
+    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+        self.param_specs().into_iter().map(|p| (p.name, p.shape)).collect()
     }
     /// Checks that consecutive layers agree in width.
     pub fn validate(&self) -> Result<()> {
@@ -280,34 +366,72 @@ impl DenoiserSpec {
         (self.hidden[j + 1], self.hidden[j])
     }
 
-    /// Every parameter: full name and shape.
-    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+    /// The names of every tensor, by place in the wiring: the one place they are spelled.
+    pub fn names(&self) -> DenoiserNames {
         let p = Self::PREFIX;
         let e = self.emb_dim;
-        let mut v = vec![
-            (format!("{p}.time.0.weight"), vec![e, e]),
-            (format!("{p}.time.0.bias"), vec![e]),
-            (format!("{p}.time.2.weight"), vec![e, e]),
-            (format!("{p}.time.2.bias"), vec![e]),
-            (format!("{p}.class_table"), vec![self.n_classes, e]),
-        ];
-        let mut block = |kind: &str, i: usize, (din, dout): (usize, usize)| {
-            v.push((format!("{p}.{kind}.{i}.linear.weight"), vec![dout, din]));
-            v.push((format!("{p}.{kind}.{i}.linear.bias"), vec![dout]));
-            v.push((format!("{p}.{kind}.{i}.emb.weight"), vec![dout, e]));
-            v.push((format!("{p}.{kind}.{i}.emb.bias"), vec![dout]));
-            v.push((format!("{p}.{kind}.{i}.norm.weight"), vec![dout]));
-            v.push((format!("{p}.{kind}.{i}.norm.bias"), vec![dout]));
+        let linear = |stem: String, in_dim: usize, out_dim: usize| LinearNames {
+            weight: format!("{stem}.weight"),
+            bias: format!("{stem}.bias"),
+            in_dim,
+            out_dim,
         };
-        for i in 0..self.hidden.len() {
-            block("down", i, self.down_dims(i));
+        let block = |kind: &str, i: usize, (din, dout): (usize, usize)| BlockNames {
+            linear: linear(format!("{p}.{kind}.{i}.linear"), din, dout),
+            emb: linear(format!("{p}.{kind}.{i}.emb"), e, dout),
+            norm: NormNames { weight: format!("{p}.{kind}.{i}.norm.weight"), bias: format!("{p}.{kind}.{i}.norm.bias"), dim: dout },
+        };
+        DenoiserNames {
+            time: [linear(format!("{p}.time.0"), e, e), linear(format!("{p}.time.2"), e, e)],
+            class_table: format!("{p}.class_table"),
+            down: (0..self.hidden.len()).map(|i| block("down", i, self.down_dims(i))).collect(),
+            up: (0..self.hidden.len().saturating_sub(1)).map(|j| block("up", j, self.up_dims(j))).collect(),
+            out: linear(format!("{p}.out"), self.hidden[0], self.latent_dim),
         }
-        for j in (0..self.hidden.len().saturating_sub(1)).rev() {
-            block("up", j, self.up_dims(j));
+    }
+
+    /// Every parameter with its role, derived from [`DenoiserSpec::names`].
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let n = self.names();
+        let part = Self::PREFIX.to_string();
+        let mut v = Vec::new();
+        let lin = |l: &LinearNames, v: &mut Vec<ParamSpec>| {
+            v.push(ParamSpec { name: l.weight.clone(), shape: vec![l.out_dim, l.in_dim], role: ParamRole::LinearWeight, part: part.clone() });
+            v.push(ParamSpec {
+                name: l.bias.clone(),
+                shape: vec![l.out_dim],
+                role: ParamRole::LinearBias { fan_in: l.in_dim },
+                part: part.clone(),
+            });
+        };
+        lin(&n.time[0], &mut v);
+        lin(&n.time[1], &mut v);
+        v.push(ParamSpec {
+            name: n.class_table.clone(),
+            shape: vec![self.n_classes, self.emb_dim],
+            role: ParamRole::ClassTable,
+            part: Self::PREFIX.to_string(),
+        });
+        let block = |b: &BlockNames, v: &mut Vec<ParamSpec>| {
+            lin(&b.linear, v);
+            lin(&b.emb, v);
+            let norm = |name: &String, role| ParamSpec { name: name.clone(), shape: vec![b.norm.dim], role, part: Self::PREFIX.to_string() };
+            v.push(norm(&b.norm.weight, ParamRole::NormWeight));
+            v.push(norm(&b.norm.bias, ParamRole::NormBias));
+        };
+        for b in &n.down {
+            block(b, &mut v);
         }
-        v.push((format!("{p}.out.weight"), vec![self.latent_dim, self.hidden[0]]));
-        v.push((format!("{p}.out.bias"), vec![self.latent_dim]));
+        for b in n.up.iter().rev() {
+            block(b, &mut v);
+        }
+        lin(&n.out, &mut v);
         v
+    }
+
+    /// Every parameter: full name and shape.
+    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+        self.param_specs().into_iter().map(|p| (p.name, p.shape)).collect()
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -354,20 +478,26 @@ pub struct GraphSpec {
 }
 
 impl GraphSpec {
-    /// All parameters the spec needs, with shapes.
-    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+    /// Every parameter the spec needs with its shape, role and part: the one list every
+    /// implementation (tch, the CPU reference, WGSL) builds from.
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
         let mut v = Vec::new();
         if let Some(e) = &self.encoder {
-            v.extend(e.params());
+            v.extend(e.param_specs());
         }
-        v.extend(self.decoder.params());
+        v.extend(self.decoder.param_specs());
         if let Some(d) = &self.denoiser {
-            v.extend(d.params());
+            v.extend(d.param_specs());
         }
         if let Some(h) = &self.task_head {
-            v.extend(h.params());
+            v.extend(h.param_specs());
         }
         v
+    }
+
+    /// All parameters the spec needs, with shapes.
+    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+        self.param_specs().into_iter().map(|p| (p.name, p.shape)).collect()
     }
 
     /// Structural checks: widths agree between parts and layers.
@@ -438,5 +568,28 @@ mod tests {
         assert_eq!(p.len(), 5 + 6 * 7 + 2);
         assert_eq!(d.down_dims(0), (128, 512));
         assert_eq!(d.up_dims(2), (128, 256));
+        // the order bundles have always had (weights are drawn and stored in it)
+        let names: Vec<&str> = p.iter().map(|x| x.0.as_str()).collect();
+        assert_eq!(&names[..6], ["denoiser.time.0.weight", "denoiser.time.0.bias", "denoiser.time.2.weight", "denoiser.time.2.bias", "denoiser.class_table", "denoiser.down.0.linear.weight"]);
+        assert_eq!(names[5 + 6 * 4], "denoiser.up.2.linear.weight");
+        assert_eq!(names[5 + 6 * 4 + 4], "denoiser.up.2.norm.weight");
+        assert_eq!(names[p.len() - 1], "denoiser.out.bias");
+        let n = d.names();
+        assert_eq!(n.up[0].linear.in_dim, 512);
+        assert_eq!((n.out.in_dim, n.out.out_dim), (512, 128));
+        let specs = d.param_specs();
+        assert!(specs.iter().all(|s| !s.role.is_buffer() && s.part == "denoiser"));
+        assert_eq!(specs[1].role, ParamRole::LinearBias { fan_in: 512 });
+        assert_eq!(specs[4].role, ParamRole::ClassTable);
+    }
+
+    #[test]
+    fn stack_roles_mark_batchnorm_statistics_as_buffers() {
+        let s = Stack::mlp("encoder", 10, &[4], 2, 0.0, 0.0, vec![]);
+        let specs = s.param_specs();
+        let buffers: Vec<&str> = specs.iter().filter(|p| p.role.is_buffer()).map(|p| p.name.as_str()).collect();
+        assert_eq!(buffers, ["encoder.1.running_mean", "encoder.1.running_var"]);
+        assert_eq!(specs[1].role, ParamRole::LinearBias { fan_in: 10 });
+        assert_eq!(specs.last().unwrap().role, ParamRole::LinearBias { fan_in: 4 });
     }
 }

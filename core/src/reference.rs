@@ -5,7 +5,7 @@
 //! statistics).
 use crate::bundle::GeneratorBundle;
 use crate::error::{CoreError, Result};
-use crate::graph::{layer_param, Activation, DenoiserSpec, GraphSpec, Layer, Stack};
+use crate::graph::{layer_param, Activation, BlockNames, GraphSpec, Layer, Stack};
 use crate::tensor::Tensor;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use std::collections::{BTreeMap, HashMap};
@@ -116,7 +116,7 @@ impl CpuModel {
         self.run_stack(&self.spec.decoder, z)
     }
 
-    /// `U(z_t, t, τ(c))`: the denoiser's estimate of `z_0` (see [`DenoiserSpec`] for the wiring).
+    /// `U(z_t, t, τ(c))`: the denoiser's estimate of `z_0` (see [`crate::graph::DenoiserSpec`] for the wiring).
     pub fn denoise(&self, z_t: &Array2<f32>, t: &[u32], classes: &[u32]) -> Result<Array2<f32>> {
         let d = self.spec.denoiser.as_ref().ok_or_else(|| CoreError::Mismatch("this bundle has no denoiser".into()))?;
         if t.len() != z_t.nrows() || classes.len() != z_t.nrows() {
@@ -125,33 +125,30 @@ impl CpuModel {
         if let Some(&c) = classes.iter().find(|&&c| c as usize >= d.n_classes) {
             return Err(CoreError::data("denoise", format!("class id {c} but the denoiser has {} classes", d.n_classes)));
         }
-        let p = DenoiserSpec::PREFIX;
+        let n = d.names();
         let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
         let temb = sinusoidal(&tf, d.emb_dim);
-        let h = self.linear(&temb, &format!("{p}.time.0.weight"), Some(&format!("{p}.time.0.bias")));
-        let h = h.mapv(silu);
-        let mut e = self.linear(&h, &format!("{p}.time.2.weight"), Some(&format!("{p}.time.2.bias")));
-        let table = self.mat(&format!("{p}.class_table"));
+        let h = self.linear(&temb, &n.time[0].weight, Some(&n.time[0].bias)).mapv(silu);
+        let mut e = self.linear(&h, &n.time[1].weight, Some(&n.time[1].bias));
+        let table = self.mat(&n.class_table);
         for (mut row, &c) in e.rows_mut().into_iter().zip(classes) {
             row += &table.row(c as usize);
         }
         let e_act = e.mapv(silu);
-        let block = |kind: &str, i: usize, h: &Array2<f32>| -> Array2<f32> {
-            let n = |s: &str| format!("{p}.{kind}.{i}.{s}");
-            let y = self.linear(h, &n("linear.weight"), Some(&n("linear.bias")))
-                + self.linear(&e_act, &n("emb.weight"), Some(&n("emb.bias")));
-            layer_norm(y, self.vec(&n("norm.weight")), self.vec(&n("norm.bias")), d.norm_eps).mapv(silu)
+        let block = |b: &BlockNames, h: &Array2<f32>| -> Array2<f32> {
+            let y = self.linear(h, &b.linear.weight, Some(&b.linear.bias)) + self.linear(&e_act, &b.emb.weight, Some(&b.emb.bias));
+            layer_norm(y, self.vec(&b.norm.weight), self.vec(&b.norm.bias), d.norm_eps).mapv(silu)
         };
         let mut h = z_t.clone();
-        let mut skips = Vec::with_capacity(d.hidden.len());
-        for i in 0..d.hidden.len() {
-            h = block("down", i, &h);
+        let mut skips = Vec::with_capacity(n.down.len());
+        for b in &n.down {
+            h = block(b, &h);
             skips.push(h.clone());
         }
-        for j in (0..d.hidden.len() - 1).rev() {
-            h = block("up", j, &h) + &skips[j];
+        for j in (0..n.up.len()).rev() {
+            h = block(&n.up[j], &h) + &skips[j];
         }
-        Ok(self.linear(&h, &format!("{p}.out.weight"), Some(&format!("{p}.out.bias"))))
+        Ok(self.linear(&h, &n.out.weight, Some(&n.out.bias)))
     }
 
     /// The single-step generator `G(z) = D(U(z, t, τ(c)))` used for decoding latent codes.

@@ -31,9 +31,9 @@ use crate::error::{err, bail, Context, Result};
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 use scdd_core::bundle::GeneratorBundle;
-use scdd_core::graph::{layer_param, Activation, DenoiserSpec, GraphSpec, Layer, Stack};
+use scdd_core::graph::{layer_param, Activation, BlockNames, DenoiserSpec, GraphSpec, Layer, LinearNames, ParamRole, ParamSpec, Stack};
 use scdd_core::tensor::Tensor as CoreTensor;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Forward-pass semantics.
@@ -59,11 +59,8 @@ pub struct TchModel {
     pub device: Device,
     /// Shallow handles to the VarStore's variables, by full parameter name.
     params: HashMap<String, Tensor>,
-}
-
-/// BatchNorm running statistics are buffers, not trainable parameters.
-pub fn is_buffer(name: &str) -> bool {
-    name.ends_with(".running_mean") || name.ends_with(".running_var")
+    /// Names of the buffers (BatchNorm running statistics): state, not trained.
+    buffers: HashSet<String>,
 }
 
 /// A core tensor as a tch tensor on `device` (f32).
@@ -110,86 +107,42 @@ pub fn to_array(t: &Tensor) -> ndarray::Array2<f32> {
 // Initialisation (PyTorch defaults, drawn from a seeded Rust stream)
 // ------------------------------------------------------------------------------------------
 
-fn linear_init(rng: &mut ChaCha8Rng, out: &mut BTreeMap<String, CoreTensor>, w: String, b: Option<String>, o: usize, i: usize) {
-    // nn.Linear: kaiming_uniform(a=√5) on the weight = U(−1/√in, 1/√in); same bound for the bias.
-    let bound = 1.0 / (i.max(1) as f32).sqrt();
-    let wv = crate::nn::rng::uniforms(rng, o * i, -bound, bound);
-    out.insert(w, CoreTensor::from_f32(vec![o, i], &wv).expect("shape"));
-    if let Some(b) = b {
-        let bv = crate::nn::rng::uniforms(rng, o, -bound, bound);
-        out.insert(b, CoreTensor::from_f32(vec![o], &bv).expect("shape"));
-    }
-}
-
-fn constant(out: &mut BTreeMap<String, CoreTensor>, name: String, n: usize, v: f32) {
-    out.insert(name, CoreTensor::from_f32(vec![n], &vec![v; n]).expect("shape"));
-}
-
-/// Fresh parameters for a stack (Linear: PyTorch's default uniform; BatchNorm/LayerNorm:
-/// weight 1, bias 0, running mean 0, running var 1; PReLU 0.25).
-pub fn init_stack(stack: &Stack, seed: u64) -> BTreeMap<String, CoreTensor> {
-    let mut rng = crate::nn::rng::stream(seed, &format!("init/{}", stack.prefix), 0);
+/// Fresh values for parameters, by role ([`ParamSpec`]): linear weights and biases as
+/// PyTorch's `nn.Linear` (`U(−1/√in, 1/√in)`), the class table N(0, 1) as `nn.Embedding`,
+/// norms weight 1 / bias 0, running mean 0 / var 1, PReLU 0.25. Each part (a stack's prefix,
+/// `denoiser`) draws from its own seeded stream `(seed, "init/<part>")` in parameter order, so
+/// adding a denoiser does not change the encoder's initial weights.
+fn init_specs(specs: Vec<ParamSpec>, seed: u64) -> BTreeMap<String, CoreTensor> {
+    let mut streams: HashMap<String, ChaCha8Rng> = HashMap::new();
     let mut out = BTreeMap::new();
-    for (k, l) in stack.layers.iter().enumerate() {
-        let n = |p: &str| layer_param(&stack.prefix, k, p);
-        match *l {
-            Layer::Linear { in_dim, out_dim, bias } => {
-                linear_init(&mut rng, &mut out, n("weight"), bias.then(|| n("bias")), out_dim, in_dim)
-            }
-            Layer::BatchNorm1d { dim, .. } => {
-                constant(&mut out, n("weight"), dim, 1.0);
-                constant(&mut out, n("bias"), dim, 0.0);
-                constant(&mut out, n("running_mean"), dim, 0.0);
-                constant(&mut out, n("running_var"), dim, 1.0);
-            }
-            Layer::LayerNorm { dim, .. } => {
-                constant(&mut out, n("weight"), dim, 1.0);
-                constant(&mut out, n("bias"), dim, 0.0);
-            }
-            Layer::PRelu { num_parameters } => constant(&mut out, n("weight"), num_parameters, 0.25),
-            Layer::Act(_) | Layer::Dropout { .. } | Layer::L2Normalize { .. } => {}
-        }
+    for p in specs {
+        let rng = streams.entry(p.part.clone()).or_insert_with(|| crate::nn::rng::stream(seed, &format!("init/{}", p.part), 0));
+        let n: usize = p.shape.iter().product();
+        let uniform = |rng: &mut ChaCha8Rng, fan_in: usize| {
+            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+            crate::nn::rng::uniforms(rng, n, -bound, bound)
+        };
+        let v = match p.role {
+            ParamRole::LinearWeight => uniform(rng, p.shape[1]),
+            ParamRole::LinearBias { fan_in } => uniform(rng, fan_in),
+            ParamRole::ClassTable => crate::nn::rng::normals(rng, n),
+            ParamRole::NormWeight | ParamRole::RunningVar => vec![1.0; n],
+            ParamRole::NormBias | ParamRole::RunningMean => vec![0.0; n],
+            ParamRole::PReluWeight => vec![0.25; n],
+        };
+        out.insert(p.name, CoreTensor::from_f32(p.shape, &v).expect("shape"));
     }
     out
 }
 
-/// Fresh denoiser parameters (linears as PyTorch, class table N(0, 1) as `nn.Embedding`,
-/// LayerNorm weight 1 / bias 0).
-pub fn init_denoiser(d: &DenoiserSpec, seed: u64) -> BTreeMap<String, CoreTensor> {
-    let mut rng = crate::nn::rng::stream(seed, "init/denoiser", 0);
-    let mut out = BTreeMap::new();
-    for (name, shape) in d.params() {
-        if name.ends_with(".norm.weight") {
-            constant(&mut out, name, shape[0], 1.0);
-        } else if name.ends_with(".norm.bias") {
-            constant(&mut out, name, shape[0], 0.0);
-        } else if name.ends_with("class_table") {
-            let v = crate::nn::rng::normals(&mut rng, shape[0] * shape[1]);
-            out.insert(name, CoreTensor::from_f32(shape, &v).expect("shape"));
-        } else if name.ends_with(".weight") {
-            let bias = name.trim_end_matches(".weight").to_string() + ".bias";
-            linear_init(&mut rng, &mut out, name, Some(bias), shape[0], shape[1]);
-        }
-        // biases are drawn together with their weights
-    }
-    out
-}
-
-/// Fresh parameters for every part of `spec` (each part from its own seeded stream, so adding a
-/// denoiser does not change the encoder's initial weights).
+/// Fresh parameters for every part of `spec` (see [`init_specs`]).
 pub fn init_params(spec: &GraphSpec, seed: u64) -> BTreeMap<String, CoreTensor> {
-    let mut out = BTreeMap::new();
-    if let Some(e) = &spec.encoder {
-        out.extend(init_stack(e, seed));
-    }
-    out.extend(init_stack(&spec.decoder, seed));
-    if let Some(d) = &spec.denoiser {
-        out.extend(init_denoiser(d, seed));
-    }
-    if let Some(h) = &spec.task_head {
-        out.extend(init_stack(h, seed));
-    }
-    out
+    init_specs(spec.param_specs(), seed)
+}
+
+/// Fresh parameters of the denoiser alone (the same values [`init_params`] gives it).
+pub fn init_denoiser(d: &DenoiserSpec, seed: u64) -> BTreeMap<String, CoreTensor> {
+    init_specs(d.param_specs(), seed)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -203,7 +156,8 @@ impl TchModel {
         spec.validate().context("graph spec")?;
         let vs = nn::VarStore::new(device);
         let mut params = HashMap::new();
-        for (name, shape) in spec.params() {
+        let mut buffers = HashSet::new();
+        for ParamSpec { name, shape, role, .. } in spec.param_specs() {
             let t = tensors.get(&name).ok_or_else(|| err!("tensor {name}: missing"))?;
             if t.shape != shape {
                 bail!("tensor {name}: has shape {:?}, the graph needs {:?}", t.shape, shape);
@@ -215,10 +169,13 @@ impl TchModel {
             for d in dirs {
                 path = path.sub(*d);
             }
-            let var = path.add(leaf, value, !is_buffer(&name));
+            let var = path.add(leaf, value, !role.is_buffer());
+            if role.is_buffer() {
+                buffers.insert(name.clone());
+            }
             params.insert(name, var);
         }
-        Ok(TchModel { vs, spec, device, params })
+        Ok(TchModel { vs, spec, device, params, buffers })
     }
 
     /// A model with freshly initialised parameters ([`init_params`]).
@@ -255,6 +212,11 @@ impl TchModel {
         Ok(b)
     }
 
+    /// Whether `name` is a buffer (BatchNorm running statistics) rather than a trained parameter.
+    pub fn is_buffer(&self, name: &str) -> bool {
+        self.buffers.contains(name)
+    }
+
     /// The variable `name` (a shallow handle sharing storage with the VarStore).
     pub fn param(&self, name: &str) -> Result<&Tensor> {
         self.params.get(name).ok_or_else(|| err!("parameter {name}: not in this model"))
@@ -266,7 +228,7 @@ impl TchModel {
         let mut v: Vec<(String, Tensor)> = self
             .params
             .iter()
-            .filter(|(n, _)| n.starts_with(prefix) && !is_buffer(n))
+            .filter(|(n, _)| n.starts_with(prefix) && !self.buffers.contains(*n))
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -414,30 +376,26 @@ impl TchModel {
     /// `z_t` (B, L) f32, `t` (B) timesteps, `classes` (B) Int64.
     pub fn denoise(&self, z_t: &Tensor, t: &Tensor, classes: &Tensor) -> Result<Tensor> {
         let d = self.denoiser_spec()?;
-        let p = DenoiserSpec::PREFIX;
-        let n = |s: &str| format!("{p}.{s}");
+        let n = d.names();
+        let lin = |x: &Tensor, l: &LinearNames| x.linear(self.p(&l.weight), Some(self.p(&l.bias)));
         let temb = sinusoidal(t, d.emb_dim, z_t.device());
-        let h = temb.linear(self.p(&n("time.0.weight")), Some(self.p(&n("time.0.bias")))).silu();
-        let e = h.linear(self.p(&n("time.2.weight")), Some(self.p(&n("time.2.bias"))))
-            + self.p(&n("class_table")).index_select(0, classes);
+        let h = lin(&temb, &n.time[0]).silu();
+        let e = lin(&h, &n.time[1]) + self.p(&n.class_table).index_select(0, classes);
         let e_act = e.silu();
-        let block = |kind: &str, i: usize, h: &Tensor, dim: usize| -> Tensor {
-            let b = |s: &str| format!("{p}.{kind}.{i}.{s}");
-            let y = h.linear(self.p(&b("linear.weight")), Some(self.p(&b("linear.bias"))))
-                + e_act.linear(self.p(&b("emb.weight")), Some(self.p(&b("emb.bias"))));
-            y.layer_norm([dim as i64], Some(self.p(&b("norm.weight"))), Some(self.p(&b("norm.bias"))), d.norm_eps as f64, true)
-                .silu()
+        let block = |b: &BlockNames, h: &Tensor| -> Tensor {
+            let y = lin(h, &b.linear) + lin(&e_act, &b.emb);
+            y.layer_norm([b.norm.dim as i64], Some(self.p(&b.norm.weight)), Some(self.p(&b.norm.bias)), d.norm_eps as f64, true).silu()
         };
         let mut h = z_t.shallow_clone();
-        let mut skips = Vec::with_capacity(d.hidden.len());
-        for i in 0..d.hidden.len() {
-            h = block("down", i, &h, d.down_dims(i).1);
+        let mut skips = Vec::with_capacity(n.down.len());
+        for b in &n.down {
+            h = block(b, &h);
             skips.push(h.shallow_clone());
         }
-        for j in (0..d.hidden.len() - 1).rev() {
-            h = block("up", j, &h, d.up_dims(j).1) + &skips[j];
+        for j in (0..n.up.len()).rev() {
+            h = block(&n.up[j], &h) + &skips[j];
         }
-        Ok(h.linear(self.p(&n("out.weight")), Some(self.p(&n("out.bias")))))
+        Ok(lin(&h, &n.out))
     }
 
     /// The single-step generator `G(z) = D(U(z, t, τ(c)))`.
@@ -507,7 +465,7 @@ mod tests {
         let mut t = init_params(&spec(), 3);
         // non-trivial BatchNorm statistics
         for (name, v) in t.iter_mut() {
-            if is_buffer(name) {
+            if name.ends_with(".running_mean") || name.ends_with(".running_var") {
                 let vals: Vec<f32> = (0..v.numel()).map(|i| 0.5 + 0.1 * i as f32).collect();
                 *v = CoreTensor::from_f32(v.shape.clone(), &vals).unwrap();
             }
@@ -545,7 +503,8 @@ mod tests {
     fn freezing_and_training_mode() {
         let mut m = TchModel::init(spec(), 1, Device::Cpu).unwrap();
         assert!(m.trainable("").iter().all(|(_, t)| t.requires_grad()));
-        assert!(m.trainable("").iter().all(|(n, _)| !is_buffer(n)));
+        assert!(m.trainable("").iter().all(|(n, _)| !m.is_buffer(n)));
+        assert!(m.is_buffer("encoder.2.running_mean") && !m.is_buffer("encoder.2.weight"));
         m.freeze();
         assert!(m.trainable("").iter().all(|(_, t)| !t.requires_grad()));
         m.set_trainable("denoiser.", true);
