@@ -175,3 +175,38 @@ fn finish(mut log: RunLog) -> RunLog {
     log.peak_rss_mb = crate::train::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0));
     log
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_takes_spc_rows_per_present_class_from_the_seeded_stream() {
+        // class 1 has no cells, class 2 has two
+        let class_of = [Some(0), Some(2), None, Some(0), Some(0), Some(2), Some(0)];
+        let p = Plan::new(&class_of, 3, 3, 7).unwrap();
+        assert_eq!(p.present, vec![0, 2]);
+        assert_eq!(p.labels, vec![0, 0, 0, 2, 2, 2]);
+        assert_eq!((p.slices[1].class, p.slices[1].start, p.slices[1].len), (2, 3, 3));
+        for (r, l) in p.init_rows.iter().zip(&p.labels) {
+            assert_eq!(class_of[*r], Some(*l), "row {r} is not of class {l}");
+        }
+        let mut first: Vec<usize> = p.init_rows[..3].to_vec();
+        first.sort();
+        first.dedup();
+        assert_eq!(first.len(), 3, "a large enough class is drawn without replacement");
+        assert_eq!(p.small_classes(&["a".into(), "b".into(), "c".into()], 3), vec![("c", 2)]);
+        assert_eq!(Plan::new(&class_of, 3, 3, 7).unwrap().init_rows, p.init_rows, "same seed, same rows");
+        assert!(Plan::new(&[None, None], 2, 1, 0).is_err());
+    }
+
+    #[test]
+    fn memory_estimate_grows_with_the_synthetic_set() {
+        let p = |spc| DistillParams { spc, method: Method::Dm, ..DistillParams::default() };
+        let a = optimise::estimate_bytes(&p(1), 10, 2000, 128, 1000);
+        let b = optimise::estimate_bytes(&p(10), 10, 2000, 128, 1000);
+        assert!(b > 9.0 * a && b < 11.0 * a, "{a} {b}");
+        // 100 000 cells per class of 10 classes × 2000 genes: well over 10 GB
+        assert!(optimise::estimate_bytes(&p(100_000), 10, 2000, 128, 1000) > 1e10);
+    }
+}
