@@ -398,6 +398,11 @@ fn each_failure_has_its_own_error_and_message() {
     assert!(header.to_string().contains(&format!("expected {HEADER_LEN} bytes, found 20")), "{header}");
     assert!(matches!(LatentCodes::from_bytes(&code_bytes[..3]).unwrap_err(), CoreError::Truncated { found: 3, .. }));
     assert!(matches!(LatentCodes::from_bytes(&[]).unwrap_err(), CoreError::Truncated { found: 0, .. }));
+    // A length field damaged far beyond the file is a damaged header, not a truncated file.
+    let mut big_len = code_bytes.clone();
+    big_len[23] = 0x40;
+    let e = LatentCodes::from_bytes(&big_len).unwrap_err();
+    assert!(matches!(e, CoreError::Decode { .. }) && e.to_string().contains("damaged header"), "{e}");
     // ... but three bytes of something else are the wrong magic.
     assert!(matches!(LatentCodes::from_bytes(b"PK\x03").unwrap_err(), CoreError::BadMagic { .. }));
 

@@ -209,3 +209,28 @@ fn stop_after_exits_3_everywhere_and_resume_checks_its_inputs() {
         &["g2.scddg.ckpt", "no checkpoint here"],
     );
 }
+
+#[test]
+fn unwritable_scratch_space_and_config_conflicts_are_named() {
+    let f = Fixture::new();
+    let (t, g) = (f.s("train.h5ad"), f.s("gen.scddg"));
+    // a --work-dir under a file: the error names the path
+    let under = format!("{t}/scratch");
+    refused(&f, &["distill", &t, "-g", &g, "--out", &f.s("c.scdd"), "--steps", "2", "--work-dir", &under, "--quiet"], &[], &[&under]);
+    // `scdd run` refuses a distillation timestep beyond the generator's T before training anything
+    let cfg = f.p("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "out_dir = \"{}\"\n[[dataset]]\nname = \"x\"\npath = \"{t}\"\nlabel = \"cell_type\"\n[generator]\ntimesteps = 40\n[distill]\ntimestep = 50\n",
+            f.s("run-out")
+        ),
+    )
+    .unwrap();
+    let before = f.files();
+    let o = common::scdd(&["run", cfg.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("timestep = 50 is beyond the generator's 40 diffusion steps"), "{err}");
+    assert_eq!(f.files(), before, "nothing ran");
+}
