@@ -7,6 +7,7 @@
 use crate::error::{bail, Context, Result};
 use crate::io::fs;
 use crate::io::h5ad::{read_h5ad, write_h5ad, MatrixSpec};
+use crate::params::{Check, Checked};
 use scdd_core::preprocess::{
     check_non_negative, detect_count_type, qc_filter, stratified_split, QcParams, QcReport, SplitParams as CoreSplit,
 };
@@ -32,20 +33,20 @@ pub struct SplitParams {
     pub matrix: MatrixSpec,
 }
 
-impl SplitParams {
-    pub const DEFAULT_TEST_FRACTION: f64 = 0.3;
-    pub const DEFAULT_MIN_COUNTS: f64 = 10.0;
-    pub const DEFAULT_MIN_CELLS: u64 = 3;
-
-    /// The same, ranges checked.
-    pub fn check(&self) -> Result<&Self> {
+impl Check for SplitParams {
+    fn validate(&self) -> Result<()> {
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
             return Err(crate::Error::param("--test-fraction", self.test_fraction, "must be between 0 and 1 (exclusive)"));
         }
         check_qc(self.min_counts)?;
-        self.matrix.check()?;
-        Ok(self)
+        self.matrix.check()
     }
+}
+
+impl SplitParams {
+    pub const DEFAULT_TEST_FRACTION: f64 = 0.3;
+    pub const DEFAULT_MIN_COUNTS: f64 = 10.0;
+    pub const DEFAULT_MIN_CELLS: u64 = 3;
 
     pub fn qc(&self) -> QcParams {
         QcParams { min_counts: self.min_counts, min_cells: self.min_cells }
@@ -104,8 +105,7 @@ pub struct DroppedClass {
 }
 
 /// Runs the split and writes the three outputs; returns what `split.json` holds.
-pub fn split(data: &Path, out: &Path, args: &SplitParams) -> Result<SplitSummary> {
-    args.check()?;
+pub fn split(data: &Path, out: &Path, args: &Checked<SplitParams>) -> Result<SplitSummary> {
     let input = data.display().to_string();
     fs::check_output_dir("--out", out, &["train.h5ad", "test.h5ad", "split.json"], &[data])?;
     let qc = args.qc();

@@ -1,6 +1,7 @@
 //! `scdd split DATA.h5ad --label COL --out DIR`: QC filter, then a stratified train/test split
 //! (see [`crate::split`]).
 use crate::split::{self, SplitParams};
+use crate::params::Check;
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -40,7 +41,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let s = split::split(&args.data, &args.out, &args.params())?;
+    let s = split::split(&args.data, &args.out, &args.params().check()?)?;
     println!(
         "{}: {} train + {} test cells, {} classes, {} of {} genes after QC -> {}",
         s.input,

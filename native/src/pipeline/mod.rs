@@ -140,8 +140,8 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
     let control = |out: &Path, every: u64| TrainControl::for_output(out, device, every, false, None, true, cfg.threads);
 
     // ---- split
-    let split_params = cfg.split_params(entry);
-    let split_dir = store.stage(stage_id("split", name, "split".into()), &split_params, std::slice::from_ref(&entry.path), |dir| {
+    let split_params = cfg.split_params(entry).check()?;
+    let split_dir = store.stage(stage_id("split", name, "split".into()), &*split_params, std::slice::from_ref(&entry.path), |dir| {
         let s = crate::split::split(&entry.path, dir, &split_params)?;
         println!("    {} train + {} test cells, {} classes", s.n_train, s.n_test, s.classes.len());
         Ok(())
