@@ -5,8 +5,6 @@
 mod common;
 
 use scdd::io::h5ad::{read_h5ad, write_h5ad, ReadOptions};
-use scdd::nn::TchModel;
-use scdd_core::graph::{Activation, DenoiserSpec, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -24,20 +22,7 @@ impl Fixture {
         let rows: Vec<usize> = (0..ds.n_cells()).step_by(8).collect();
         let train = dir.path().join("train.h5ad");
         write_h5ad(&train, &ds.select_cells(&rows), &Default::default()).unwrap();
-        let classes = ds.obs.labels("cell_type").unwrap().classes;
-        let g = ds.n_genes();
-        let spec = GraphSpec {
-            n_genes: g,
-            latent_dim: 8,
-            space: ExpressionSpace::default(),
-            encoder: Some(Stack::mlp("encoder", g, &[16], 8, 0.0, 0.0, vec![Layer::L2Normalize { eps: 1e-12 }])),
-            decoder: Stack::mlp("decoder", 8, &[16], g, 0.0, 0.0, vec![Layer::Act(Activation::Softplus)]),
-            denoiser: Some(DenoiserSpec { latent_dim: 8, hidden: vec![16, 8], emb_dim: 8, n_classes: classes.len(), norm_eps: 1e-5 }),
-            schedule: NoiseSchedule::default(),
-            task_head: None,
-        };
-        let b = TchModel::init(spec, 1, tch::Device::Cpu).unwrap();
-        let b = b.to_bundle(ds.genes.clone(), "cell_type".into(), classes, Default::default()).unwrap();
+        let b = common::random_generator(&ds, 8, 16, 1);
         let gen = dir.path().join("gen.scddg");
         std::fs::write(&gen, b.to_bytes()).unwrap();
         Fixture { dir }

@@ -8,30 +8,15 @@ use scdd::distill::{DistillParams, Method, RunLog};
 use scdd::params::Check;
 use scdd::distill::real::CellSource;
 use scdd::io::h5ad::{read_h5ad, MatrixSource, ReadOptions};
-use scdd::nn::TchModel;
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::codes::LatentCodes;
-use scdd_core::graph::{Activation, DenoiserSpec, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
+use scdd_core::graph::ExpressionSpace;
 use std::path::{Path, PathBuf};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/pancreas_endocrinogenesis_e15_2k_genes_SuperCell.h5ad");
 
 fn small_bundle(seed: u64) -> GeneratorBundle {
-    let ds = read_h5ad(Path::new(DATA), &ReadOptions::default()).unwrap();
-    let classes = ds.obs.labels("cell_type").unwrap().classes;
-    let g = ds.n_genes();
-    let spec = GraphSpec {
-        n_genes: g,
-        latent_dim: 16,
-        space: ExpressionSpace::default(),
-        encoder: Some(Stack::mlp("encoder", g, &[64], 16, 0.0, 0.0, vec![Layer::L2Normalize { eps: 1e-12 }])),
-        decoder: Stack::mlp("decoder", 16, &[64], g, 0.0, 0.0, vec![Layer::Act(Activation::Softplus)]),
-        denoiser: Some(DenoiserSpec { latent_dim: 16, hidden: vec![32, 16], emb_dim: 32, n_classes: classes.len(), norm_eps: 1e-5 }),
-        schedule: NoiseSchedule::default(),
-        task_head: None,
-    };
-    let m = TchModel::init(spec, seed, tch::Device::Cpu).unwrap();
-    m.to_bundle(ds.genes.clone(), "cell_type".into(), classes, Default::default()).unwrap()
+    common::random_generator(&read_h5ad(Path::new(DATA), &ReadOptions::default()).unwrap(), 16, 64, seed)
 }
 
 /// A distillation as the library takes it: parameters and files.

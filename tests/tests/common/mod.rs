@@ -134,3 +134,29 @@ pub fn scdd_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     c.output().expect("running scdd")
 }
+
+/// A randomly initialised generator bundle for the genes and `cell_type` classes of `ds`:
+/// encoder/decoder with one hidden layer of `hidden`, latent `latent`, a two-block denoiser.
+pub fn random_generator(ds: &scdd_core::dataset::Dataset, latent: usize, hidden: usize, seed: u64) -> scdd_core::bundle::GeneratorBundle {
+    use scdd_core::graph::{Activation, DenoiserSpec, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
+    let classes = ds.obs.labels("cell_type").unwrap().classes;
+    let g = ds.n_genes();
+    let spec = GraphSpec {
+        n_genes: g,
+        latent_dim: latent,
+        space: ExpressionSpace::default(),
+        encoder: Some(Stack::mlp("encoder", g, &[hidden], latent, 0.0, 0.0, vec![Layer::L2Normalize { eps: 1e-12 }])),
+        decoder: Stack::mlp("decoder", latent, &[hidden], g, 0.0, 0.0, vec![Layer::Act(Activation::Softplus)]),
+        denoiser: Some(DenoiserSpec {
+            latent_dim: latent,
+            hidden: vec![2 * latent, latent],
+            emb_dim: 2 * latent,
+            n_classes: classes.len(),
+            norm_eps: 1e-5,
+        }),
+        schedule: NoiseSchedule::default(),
+        task_head: None,
+    };
+    let m = scdd::nn::TchModel::init(spec, seed, tch::Device::Cpu).unwrap();
+    m.to_bundle(ds.genes.clone(), "cell_type".into(), classes, Default::default()).unwrap()
+}
