@@ -5,7 +5,8 @@
 //! One step: `S = G(Z)` with its graph kept; `∂L/∂S` on a detached copy of S (the memory trick:
 //! the encoder's graph over S is freed before the generator's backward); one backward of
 //! `⟨S, ∂L/∂S⟩` through G gives `∂L/∂Z`; Adam updates Z. DC then trains its task head for a
-//! few steps on the features of the updated set.
+//! few steps on the features of the updated set — a forward whose graph the next step reuses,
+//! so each step runs the generator and the encoder once.
 use super::matching;
 use super::real::FeatureStore;
 use super::{DistillParams, Job, Plan, RunLog, StepLog, Synthetic};
@@ -27,6 +28,14 @@ struct State {
     /// DM's and DC's values at step 0 (NaN until known): the normalisers.
     norm: (f64, f64),
     history: Vec<StepLog>,
+}
+
+/// One forward pass of the synthetic set (see `optimise`).
+struct Forward {
+    z: Tensor,
+    s: Tensor,
+    s_leaf: Tensor,
+    feats: Tensor,
 }
 
 fn dense_tensor(m: &scdd_core::matrix::CsrMatrix, device: Device) -> Tensor {
@@ -189,17 +198,29 @@ fn optimise(
         ck.save(CheckpointKind::Distill, path)
     };
 
+    // One forward of the current codes: Z (a copy: the optimiser updates the variable in place
+    // while the graph may still be waiting for its backward), S = G(Z), the detached S and its
+    // features.
+    let forward = |var: &Tensor| -> Result<Forward> {
+        let z = var.detach().copy().set_requires_grad(codes);
+        let s = if codes { model.generate(&z, t, classes_t)? } else { z.shallow_clone() };
+        let s_leaf = s.detach().set_requires_grad(true);
+        let feats = model.encode(&s_leaf, false)? / fscale;
+        Ok(Forward { z, s, s_leaf, feats })
+    };
+    let mut next: Option<Forward> = None;
     let progress = Progress::new(cfg.method.name(), cfg.steps as u64, start as u64, ctl.progress, "steps");
     let t_opt = Instant::now();
     for step in start..cfg.steps {
         if cfg.method.uses_dc() && (step % cfg.head_reset == 0 || head.0.numel() == 0) {
             head = fresh_head(n_classes, job.latent_dim, cfg.seed, step, device);
         }
-        // S = G(Z) with its graph kept; ∂L/∂S on a detached S (memory trick, §III-C-4).
-        let z = var.detach().set_requires_grad(codes);
-        let s = if codes { model.generate(&z, t, classes_t)? } else { z.shallow_clone() };
-        let s_leaf = s.detach().set_requires_grad(true);
-        let feats = model.encode(&s_leaf, false)? / fscale;
+        // S = G(Z) with its graph kept; ∂L/∂S on a detached S (memory trick, §III-C-4). The
+        // forward of the previous step's head training is this step's forward: reused.
+        let Forward { z, s, s_leaf, feats } = match next.take() {
+            Some(f) => f,
+            None => forward(var)?,
+        };
         let mut loss = Tensor::zeros([], (Kind::Float, device));
         let (mut dm_v, mut dc_v) = (0.0, 0.0);
         if cfg.method.uses_dm() {
@@ -244,14 +265,15 @@ fn optimise(
                 let _ = var.shallow_clone().clamp_min_(0.0);
             });
         }
-        if cfg.method.uses_dc() && cfg.head_steps > 0 {
-            let f = tch::no_grad(|| -> Result<Tensor> {
-                let s = if codes { model.generate(var, t, classes_t)? } else { var.shallow_clone() };
-                Ok(model.encode(&s, false)? / fscale)
-            })?;
+        if cfg.method.uses_dc() && cfg.head_steps > 0 && step + 1 < cfg.steps {
+            // The head trains on the updated set's features; their forward, graph kept, is the
+            // next step's (same values as a separate pass: one forward per step instead of two).
+            let f = forward(var)?;
+            let detached = f.feats.detach();
             for _ in 0..cfg.head_steps {
-                matching::train_head_step(&mut head.0, &mut head.1, &f, classes_t, cfg.head_lr);
+                matching::train_head_step(&mut head.0, &mut head.1, &detached, classes_t, cfg.head_lr);
             }
+            next = Some(f);
         }
         st.history.push(StepLog { step, loss: total, dm: dm_v, dc: dc_v });
         let done = step + 1;

@@ -76,10 +76,17 @@ impl CellSource {
     }
 }
 
-/// Encoder features of every training cell, on disk, plus per-class bookkeeping.
+/// Features held in memory when the whole store is at most this large; larger stores are
+/// read by row from the file (memory then grows with the batch, not the dataset).
+pub const IN_MEMORY_BYTES: usize = 256 << 20;
+
+/// Encoder features of every training cell, on disk (and in memory when small, see
+/// [`IN_MEMORY_BYTES`]), plus per-class bookkeeping.
 pub struct FeatureStore {
     path: PathBuf,
     file: File,
+    /// The whole store, when it is small enough to keep.
+    memory: Option<Vec<f32>>,
     pub dim: usize,
     pub n_rows: usize,
     /// Exact per-class mean feature over all cells of the class.
@@ -146,11 +153,25 @@ impl FeatureStore {
             .collect();
         let file = File::open(path)?;
         let mean_norm = if n > 0 && norm_sum > 0.0 { norm_sum / n as f64 } else { 1.0 };
-        Ok(FeatureStore { path: path.to_path_buf(), file, dim, n_rows: n, class_means, class_rows, mean_norm })
+        let memory = if n * dim * 4 <= IN_MEMORY_BYTES {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        } else {
+            None
+        };
+        Ok(FeatureStore { path: path.to_path_buf(), file, memory, dim, n_rows: n, class_means, class_rows, mean_norm })
     }
 
     /// Feature rows `rows`, row-major.
     pub fn read(&self, rows: &[usize]) -> Result<Vec<f32>> {
+        if let Some(m) = &self.memory {
+            let mut out = Vec::with_capacity(rows.len() * self.dim);
+            for &r in rows {
+                let row = m.get(r * self.dim..(r + 1) * self.dim).with_context(|| format!("feature row {r} is beyond the store"))?;
+                out.extend_from_slice(row);
+            }
+            return Ok(out);
+        }
         let mut out = vec![0f32; rows.len() * self.dim];
         let mut buf = vec![0u8; self.dim * 4];
         for (k, &r) in rows.iter().enumerate() {
