@@ -16,7 +16,5 @@ pub fn load_bundle(path: &Path) -> Result<GeneratorBundle> {
     GeneratorBundle::from_bytes(&fs::read(path)?).with_context(|| path.display().to_string())
 }
 
-/// Lower-case hex of bytes (content hashes).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|x| format!("{x:02x}")).collect()
-}
+/// Lower-case hex of bytes (content hashes): the core's, so ids read the same everywhere.
+pub use scdd_core::format::hex;

@@ -12,7 +12,7 @@
 //! The pickle interpreter ([`Unpickler`]) implements the opcodes of protocols 0–5 that plain
 //! data and state dicts use. Tensors arrive as `torch._utils._rebuild_tensor_v2(storage, offset,
 //! size, stride, …)` over persistent storages `("storage", torch.FloatStorage, key, location,
-//! numel)`; they become [`TensorRef`]s whose values [`Checkpoint::read_f32`] gathers (any
+//! numel)`; they become [`TensorRef`]s whose values [`TorchSave::read_f32`] gathers (any
 //! strides, any floating or integer dtype, converted to `f32`). Nothing a pickle names is ever
 //! executed: unknown callables become inert [`Value::Object`]s.
 use crate::error::{err, bail, Context, Result};
@@ -635,7 +635,7 @@ fn reduce(callable: Value, args: Value) -> Result<Value> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Checkpoint files
+// torch.save files
 // ------------------------------------------------------------------------------------------------
 
 /// Legacy-format magic number (the first pickle of such a file).
@@ -647,15 +647,15 @@ enum Storages {
 }
 
 /// An opened `torch.save` file: the unpickled object and access to its storages.
-pub struct Checkpoint {
+pub struct TorchSave {
     pub path: PathBuf,
     pub root: Value,
     storages: Storages,
 }
 
-impl Checkpoint {
+impl TorchSave {
     /// Opens a zip-format or legacy-format checkpoint. Errors name the file.
-    pub fn open(path: &Path) -> Result<Checkpoint> {
+    pub fn open(path: &Path) -> Result<TorchSave> {
         let name = path.display().to_string();
         let mut f = std::fs::File::open(path).with_context(|| format!("{name}: cannot open"))?;
         let mut magic = [0u8; 4];
@@ -669,7 +669,7 @@ impl Checkpoint {
         }
     }
 
-    fn open_zip(path: &Path) -> Result<Checkpoint> {
+    fn open_zip(path: &Path) -> Result<TorchSave> {
         let file = std::fs::File::open(path)?;
         let mut archive = zip::ZipArchive::new(file).context("corrupted zip archive")?;
         let pkl = archive
@@ -693,10 +693,10 @@ impl Checkpoint {
             Err(_) => false,
         };
         let root = Unpickler::new(&bytes, 0).load().with_context(|| format!("unpickling {pkl}"))?;
-        Ok(Checkpoint { path: path.to_path_buf(), root, storages: Storages::Zip { archive: RefCell::new(archive), prefix, big_endian } })
+        Ok(TorchSave { path: path.to_path_buf(), root, storages: Storages::Zip { archive: RefCell::new(archive), prefix, big_endian } })
     }
 
-    fn open_legacy(path: &Path) -> Result<Checkpoint> {
+    fn open_legacy(path: &Path) -> Result<TorchSave> {
         let bytes = std::fs::read(path)?;
         let mut pos = 0;
         let mut next = |what: &str| -> Result<Value> {
@@ -748,7 +748,7 @@ impl Checkpoint {
             data.insert(key, bytes[pos..pos + len].to_vec());
             pos += len;
         }
-        Ok(Checkpoint { path: path.to_path_buf(), root, storages: Storages::Legacy { data } })
+        Ok(TorchSave { path: path.to_path_buf(), root, storages: Storages::Legacy { data } })
     }
 
     /// The state dict: the top-level `"state_dict"` entry (SCimilarity, Lightning), or the top

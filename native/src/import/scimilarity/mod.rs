@@ -27,7 +27,7 @@
 pub mod ckpt;
 
 use crate::error::{err, bail, Context, Result};
-use ckpt::{Checkpoint, TensorRef};
+use ckpt::{TorchSave, TensorRef};
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::graph::{layer_param, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
 use scdd_core::tensor::Tensor;
@@ -145,7 +145,7 @@ pub fn import_dir(dir: &Path) -> Result<GeneratorBundle> {
     let dropouts = read_dropouts(&dir.join("hyperparameters.json"))?;
 
     let enc_path = dir.join("encoder.ckpt");
-    let enc_ckpt = Checkpoint::open(&enc_path)?;
+    let enc_ckpt = TorchSave::open(&enc_path)?;
     let enc_sd = enc_ckpt.state_dict()?;
     let enc = parse_network(Part::Encoder, &enc_path, &enc_sd, dropouts)?;
     check_layer_sizes(&dir.join("layer_sizes.json"), &enc_path, &enc_sd)?;
@@ -162,7 +162,7 @@ pub fn import_dir(dir: &Path) -> Result<GeneratorBundle> {
     let latent = enc.layout.out_dim;
 
     let dec_path = dir.join("decoder.ckpt");
-    let dec_ckpt = Checkpoint::open(&dec_path)?;
+    let dec_ckpt = TorchSave::open(&dec_path)?;
     let dec_sd = dec_ckpt.state_dict()?;
     let dec = parse_network(Part::Decoder, &dec_path, &dec_sd, dropouts)?;
     if dec.layout.in_dim != latent {
@@ -426,7 +426,7 @@ fn parse_network(part: Part, path: &Path, sd: &[(String, TensorRef)], dropouts: 
 }
 
 fn copy_tensors(
-    ck: &Checkpoint,
+    ck: &TorchSave,
     sd: &[(String, TensorRef)],
     map: &[Mapped],
     out: &mut BTreeMap<String, Tensor>,
