@@ -25,7 +25,7 @@ pub struct DistillBenchParams {
     pub spc: Vec<usize>,
     /// The grown dataset has this many copies of every cell.
     pub growth: usize,
-    pub method: String,
+    pub method: crate::distill::Method,
     pub device: String,
     /// Scratch directory (generated files are reused).
     pub dir: PathBuf,
@@ -69,7 +69,7 @@ pub fn run(a: DistillBenchParams) -> Result<()> {
         let t = Instant::now();
         let st = Command::new(&exe)
             .args(["distill", &data.to_string_lossy(), "--generator", &generator.to_string_lossy()])
-            .args(["--label", &a.label, "--spc", &spc.to_string(), "--method", &a.method])
+            .args(["--label", &a.label, "--spc", &spc.to_string(), "--method", a.method.name()])
             .args(["--steps", &a.steps.to_string(), "--device", &a.device, "--checkpoint-every", "0", "--quiet"])
             .args(["--out", &out.to_string_lossy()])
             .status()
@@ -83,7 +83,7 @@ pub fn run(a: DistillBenchParams) -> Result<()> {
             dataset: data.file_name().unwrap_or_default().to_string_lossy().into_owned(),
             cells: *cells,
             spc: *spc,
-            method: a.method.clone(),
+            method: a.method.name().to_string(),
             device: log.device.clone(),
             steps: a.steps,
             steps_per_s: log.steps_per_s,

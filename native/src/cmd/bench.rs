@@ -176,7 +176,7 @@ pub struct DistillArgs {
     #[arg(long, default_value_t = 10)]
     pub growth: usize,
     #[arg(long, default_value = "dm+dc")]
-    pub method: String,
+    pub method: crate::distill::Method,
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Scratch directory (generated files are reused).
@@ -196,7 +196,7 @@ impl DistillArgs {
             steps: self.steps,
             spc: self.spc.clone(),
             growth: self.growth,
-            method: self.method.clone(),
+            method: self.method,
             device: self.device.clone(),
             dir: self.dir.clone(),
             json: self.json.clone(),
