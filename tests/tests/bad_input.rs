@@ -94,6 +94,13 @@ fn numeric_flags_out_of_range_are_refused_before_any_work() {
         refused(&f, &["train-foundation", &t, "--out", &fnd, &lr], &[], &[needle]);
     }
     refused(&f, &["train-foundation", &t, "--out", &fnd, "--epochs", "0"], &[], &["--epochs 0"]);
+    // in range but diverging: the loss turns non-finite and the run stops, naming the flag
+    refused(
+        &f,
+        &["train-foundation", &t, "--out", &fnd, "--lr", "1e30", "--epochs", "1", "--hidden", "16", "--latent-dim", "4", "--quiet", "--device", "cpu"],
+        &[],
+        &["train-foundation: the loss became", "lower --lr"],
+    );
     refused(&f, &["train-foundation", &t, "--out", &fnd, "--stop-after", "0"], &[], &["--stop-after 0"]);
     for (extra, needle) in [(&["--lr", "nan"][..], "--lr NaN"), (&["--repeats", "0"][..], "--repeats 0"), (&["--steps", "0"][..], "--steps 0")] {
         let mut a = vec!["evaluate", &t, "--test", &t, "-m", &g];
