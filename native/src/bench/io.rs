@@ -64,6 +64,14 @@ pub struct IoParams {
     pub spawned_at: Option<f64>,
 }
 
+impl IoParams {
+    /// The QC thresholds, `--min-counts` checked.
+    fn qc(&self) -> Result<QcParams> {
+        crate::split::check_qc(self.min_counts)?;
+        Ok(QcParams { min_counts: self.min_counts, min_cells: self.min_cells })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Writer {
@@ -238,7 +246,7 @@ pub fn run(a: IoParams) -> Result<()> {
         cells: a.cells,
         genes: a.genes,
         stored,
-        qc: crate::split::check_qc(a.min_counts).map(|_| QcParams { min_counts: a.min_counts, min_cells: a.min_cells })?,
+        qc: a.qc()?,
         target_sum: a.target_sum,
         scdd,
         python,
@@ -309,7 +317,7 @@ pub fn generate_matrix(cells: usize, genes: usize, density: f64, seed: u64) -> R
 
 /// `anndata.read_h5ad(src).write_h5ad(dst)`, atomically.
 fn rewrite_with_anndata(src: &Path, dst: &Path, a: &IoParams) -> Result<()> {
-    let py = a.python.clone().unwrap_or_else(default_python);
+    let py = a.python.clone().unwrap_or_else(super::default_python);
     if !py.exists() {
         bail!("{}: no such Python; --writer anndata needs one (--python, SCDD_PYTHON, scripts/setup.sh)", py.display());
     }
@@ -374,23 +382,13 @@ fn run_scdd_child(file: &Path, out: &Path, a: &IoParams) -> Result<SideResult> {
     read_side(out)
 }
 
-fn default_python() -> PathBuf {
-    match std::env::var_os("SCDD_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace_root().join(".venv/bin/python"),
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
-}
 
 fn run_python(file: &Path, out: &Path, a: &IoParams) -> Result<SideResult> {
-    let py = a.python.clone().unwrap_or_else(default_python);
+    let py = a.python.clone().unwrap_or_else(super::default_python);
     if !py.exists() {
         bail!("{}: no such Python; pass --python, set SCDD_PYTHON or run scripts/setup.sh (or use --no-python)", py.display());
     }
-    let script = workspace_root().join("tests/py/bench_io_scanpy.py");
+    let script = super::workspace_root().join("tests/py/bench_io_scanpy.py");
     if !script.exists() {
         bail!("{}: the Python side of the benchmark is missing", script.display());
     }
@@ -422,7 +420,7 @@ fn child(file: &Path, out: &Path, a: &IoParams) -> Result<()> {
     let mut ds = h5ad::read_h5ad(file, &ReadOptions::default())?;
     let t1 = Instant::now();
     let csr_bytes = ds.x.heap_bytes() as u64;
-    qc_filter_in_place(&mut ds, &crate::split::check_qc(a.min_counts).map(|_| QcParams { min_counts: a.min_counts, min_cells: a.min_cells })?);
+    qc_filter_in_place(&mut ds, &a.qc()?);
     let t2 = Instant::now();
     normalize_total(&mut ds.x, a.target_sum);
     let t3 = Instant::now();

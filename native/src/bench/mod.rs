@@ -5,3 +5,19 @@ pub mod distill;
 pub mod io;
 pub mod torch;
 pub mod train;
+
+use std::path::{Path, PathBuf};
+
+/// The Python the benchmarks compare against: `$SCDD_PYTHON`, else the workspace's
+/// `.venv/bin/python` (made by `scripts/setup.sh`).
+pub fn default_python() -> PathBuf {
+    match std::env::var_os("SCDD_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace_root().join(".venv/bin/python"),
+    }
+}
+
+/// The workspace this binary was built from.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}

@@ -63,21 +63,11 @@ struct TorchDistill {
     steps_per_s: f64,
 }
 
-fn python(p: &TorchParams) -> PathBuf {
-    if let Some(py) = &p.python {
-        return py.clone();
-    }
-    match std::env::var_os("SCDD_PYTHON") {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(".venv/bin/python"),
-    }
-}
-
 pub fn run(p: TorchParams) -> Result<()> {
     if p.threads < 1 || p.train_steps == 0 || p.distill_steps == 0 || p.spc.is_empty() || p.spc.contains(&0) {
         bail!("--threads, --train-steps, --distill-steps and every --spc must be at least 1");
     }
-    let py = python(&p);
+    let py = p.python.clone().unwrap_or_else(super::default_python);
     if !py.exists() {
         bail!("{}: no Python with torch (run scripts/setup.sh, or give --python)", py.display());
     }

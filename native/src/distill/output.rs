@@ -162,9 +162,10 @@ pub fn distill_to_file(cfg: &Checked<DistillParams>, io: &DistillIo, bundle: &Ge
         None
     };
     let ctl = TrainControl::for_output(&io.out, io.device, io.checkpoint_every, io.resume, io.stop_after, io.progress, None)?;
+    let generator_id = bundle.generator_id();
     let mut fingerprint = BTreeMap::new();
     fingerprint.insert("training data".to_string(), file_fingerprint(&io.train, source.reader.n_rows(), source.reader.n_cols())?);
-    fingerprint.insert("generator".to_string(), bundle.generator_id());
+    fingerprint.insert("generator".to_string(), generator_id.clone());
     fingerprint.insert("label".to_string(), label.clone());
     let work_dir = io.work_dir.clone().unwrap_or_else(|| default_work_dir(&io.out));
     let job = Job {
@@ -173,9 +174,9 @@ pub fn distill_to_file(cfg: &Checked<DistillParams>, io: &DistillIo, bundle: &Ge
         classes: &classes,
         latent_dim: bundle.spec.latent_dim,
         model: model.as_ref(),
-        generator_id: bundle.generator_id(),
+        generator_id,
         alpha_bar: bundle.spec.schedule.alpha_bar(cfg.timestep),
-        work_dir: work_dir.clone(),
+        work_dir,
         ctl,
         fingerprint,
     };
@@ -212,7 +213,6 @@ pub fn distill_to_file(cfg: &Checked<DistillParams>, io: &DistillIo, bundle: &Ge
         }
     }
     fs::write_json(&log_path(&io.out), &log)?;
-    let _ = std::fs::remove_dir(&work_dir); // only if empty
     Ok(log)
 }
 

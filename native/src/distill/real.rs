@@ -121,6 +121,8 @@ impl FeatureStore {
             }
         }
         let mut norm_sum = 0f64;
+        // A small store is also kept as it is written (no second pass over the file).
+        let mut memory = (n * dim * 4 <= IN_MEMORY_BYTES).then(|| Vec::with_capacity(n * dim));
         let mut start = 0;
         while start < n {
             let end = (start + CHUNK_ROWS).min(n);
@@ -140,6 +142,9 @@ impl FeatureStore {
                     w.write_all(&v.to_le_bytes())?;
                 }
             }
+            if let Some(m) = memory.as_mut() {
+                m.extend_from_slice(&f);
+            }
             progress((end - start) as u64);
             start = end;
         }
@@ -153,12 +158,6 @@ impl FeatureStore {
             .collect();
         let file = File::open(path)?;
         let mean_norm = if n > 0 && norm_sum > 0.0 { norm_sum / n as f64 } else { 1.0 };
-        let memory = if n * dim * 4 <= IN_MEMORY_BYTES {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-        } else {
-            None
-        };
         Ok(FeatureStore { path: path.to_path_buf(), file, memory, dim, n_rows: n, class_means, class_rows, mean_norm })
     }
 

@@ -49,7 +49,7 @@ pub struct TestFeaturesMeta {
     pub skipped: usize,
 }
 
-/// Encoder features of `rows` of `x`, in chunks.
+/// Encoder features of the rows of `x`, in chunks of 2048.
 pub fn features(model: &CpuModel, x: &Array2<f32>) -> Result<Array2<f32>> {
     let mut feats = Vec::new();
     for chunk in x.axis_chunks_iter(ndarray::Axis(0), 2048) {

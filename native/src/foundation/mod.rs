@@ -441,14 +441,16 @@ pub fn train_foundation(data: &TrainData, cfg: &Checked<FoundationConfig>, ctl: 
     let model = TchModel::init(cfg.graph(g), cfg.seed, device)?;
     let mut opt = AdamW::new(model.trainable(""), cfg.lr, cfg.weight_decay);
     let config_json = serde_json::to_string(&**cfg)?;
-    let inputs = data.fingerprint();
+    // Hashing the data costs a pass over it: only when a checkpoint is written or read.
+    let inputs = std::cell::OnceCell::new();
+    let fingerprint = || inputs.get_or_init(|| data.fingerprint());
     let mut st = State { lr: cfg.lr, ..Default::default() };
     let mut best: Option<Vec<(String, Tensor)>> = None;
     let mut step = 0u64;
     if ctl.resume {
         let path = ctl.checkpoint.as_ref().context("--resume needs a checkpoint path")?;
         let ck = Checkpoint::load(CheckpointKind::Foundation, path)?;
-        ck.check(path, &config_json, &inputs)?;
+        ck.check(path, &config_json, fingerprint())?;
         let all = ck.group("model/", device)?;
         model.load_values(all.iter())?;
         opt.load_state(&ck.all(device)?, ck.step)?;
@@ -462,7 +464,7 @@ pub fn train_foundation(data: &TrainData, cfg: &Checked<FoundationConfig>, ctl: 
     }
     let save = |step: u64, st: &State, opt: &AdamW, best: &Option<Vec<(String, Tensor)>>| -> Result<()> {
         let Some(path) = &ctl.checkpoint else { return Ok(()) };
-        let mut ck = Checkpoint::new(config_json.clone(), inputs.clone(), step, serde_json::to_string(st)?);
+        let mut ck = Checkpoint::new(config_json.clone(), fingerprint().clone(), step, serde_json::to_string(st)?);
         for (name, t) in model.state("") {
             ck.put(format!("model/{name}"), &t)?;
         }

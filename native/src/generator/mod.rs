@@ -342,18 +342,24 @@ pub fn train_generator(
     let mut opt = AdamW::new(params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), cfg.lr, cfg.weight_decay);
     let mut ema = Ema::new(&params, cfg.ema_decay);
     let config_json = serde_json::to_string(&**cfg)?;
-    let mut inputs = BTreeMap::from([
-        ("training cells".to_string(), format!("{} × {} genes", data.x.n_rows(), data.x.n_cols())),
-        ("training data".to_string(), crate::train::fingerprint_csr(&data.x)),
-        ("foundation".to_string(), foundation.generator_id()),
-    ]);
-    inputs.insert("classes".to_string(), data.classes.join(","));
+    // Hashing the data costs a pass over it: only when a checkpoint is written or read.
+    let inputs = std::cell::OnceCell::new();
+    let fingerprint = || {
+        inputs.get_or_init(|| {
+            BTreeMap::from([
+                ("training cells".to_string(), format!("{} × {} genes", data.x.n_rows(), data.x.n_cols())),
+                ("training data".to_string(), crate::train::fingerprint_csr(&data.x)),
+                ("foundation".to_string(), foundation.generator_id()),
+                ("classes".to_string(), data.classes.join(",")),
+            ])
+        })
+    };
     let mut st = State::default();
     let mut step = 0u64;
     if ctl.resume {
         let path = ctl.checkpoint.as_ref().context("--resume needs a checkpoint path")?;
         let ck = Checkpoint::load(CheckpointKind::Generator, path)?;
-        ck.check(path, &config_json, &inputs)?;
+        ck.check(path, &config_json, fingerprint())?;
         model.load_values(ck.group("model/", device)?.iter())?;
         let all = ck.all(device)?;
         opt.load_state(&all, ck.step)?;
@@ -363,7 +369,7 @@ pub fn train_generator(
     }
     let save = |step: u64, st: &State, opt: &AdamW, ema: &Ema| -> Result<()> {
         let Some(path) = &ctl.checkpoint else { return Ok(()) };
-        let mut ck = Checkpoint::new(config_json.clone(), inputs.clone(), step, serde_json::to_string(st)?);
+        let mut ck = Checkpoint::new(config_json.clone(), fingerprint().clone(), step, serde_json::to_string(st)?);
         for (name, t) in model.state("denoiser.") {
             ck.put(format!("model/{name}"), &t)?;
         }

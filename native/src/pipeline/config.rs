@@ -165,7 +165,9 @@ impl Config {
     /// Every check that can be made before any stage runs.
     pub fn validate(&self) -> Result<()> {
         if let Some(n) = self.threads {
-            crate::params::count("threads", n.max(0) as u64, 1, 4096)?;
+            if !(1..=4096).contains(&n) {
+                return Err(Error::param("threads", n, "must be between 1 and 4096"));
+            }
         }
         if self.datasets.is_empty() {
             bail!("no [[dataset]] given: add at least one table with name, path and label");

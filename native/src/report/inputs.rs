@@ -1,7 +1,6 @@
 //! What the report reads: its settings and, per dataset, the files the pipeline's stages
 //! produced. The pipeline fills these; the report never imports the pipeline.
 use crate::distill::Method;
-use crate::error::Result;
 use crate::evaluate::EvalParams;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -22,13 +21,6 @@ impl Default for ReportSection {
     }
 }
 
-/// The distillation settings the report lays its tables out by.
-#[derive(Clone, Debug)]
-pub struct DistillLayout {
-    /// SPC values, in table order.
-    pub spc: Vec<usize>,
-}
-
 /// The report's settings.
 #[derive(Clone, Debug)]
 pub struct ReportConfig {
@@ -36,23 +28,15 @@ pub struct ReportConfig {
     pub seed: u64,
     pub device: String,
     /// Methods in table order.
-    pub method_list: Vec<Method>,
+    pub methods: Vec<Method>,
     /// The method shown in the embedding and heatmap plots.
     pub main: Method,
-    pub distill: DistillLayout,
+    /// SPC values, in table order.
+    pub spc: Vec<usize>,
     pub evaluate: EvalParams,
     pub report: ReportSection,
     /// The whole run configuration, recorded in `report.json`.
     pub config: serde_json::Value,
-}
-
-impl ReportConfig {
-    pub fn methods(&self) -> Result<Vec<Method>> {
-        Ok(self.method_list.clone())
-    }
-    pub fn main_method(&self) -> Result<Method> {
-        Ok(self.main)
-    }
 }
 
 /// A dataset as the report names it.

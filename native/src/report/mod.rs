@@ -140,7 +140,7 @@ pub fn write_report(cfg: &ReportConfig, datasets: &[DatasetRun], stages: &[Stage
 }
 
 fn render(cfg: &ReportConfig, datasets: &[DatasetRun], stages: &[StageRecord], out: &Path) -> Result<String> {
-    let main = cfg.main_method()?;
+    let main = cfg.main;
     let mut reports = Vec::new();
     for d in datasets {
         let r = dataset_report(cfg, d, main, out).with_context(|| format!("report for dataset {}", d.entry.name))?;
@@ -160,8 +160,8 @@ fn render(cfg: &ReportConfig, datasets: &[DatasetRun], stages: &[StageRecord], o
         seed: cfg.seed,
         device: cfg.device.clone(),
         evaluator,
-        methods: cfg.methods()?.iter().map(|m| m.name().to_string()).collect(),
-        spc: cfg.distill.spc.clone(),
+        methods: cfg.methods.iter().map(|m| m.name().to_string()).collect(),
+        spc: cfg.spc.clone(),
         main_method: main.name().into(),
         datasets: reports,
         stages: stages.to_vec(),
@@ -250,9 +250,9 @@ fn dataset_report(cfg: &ReportConfig, d: &DatasetRun, main: Method, out: &Path) 
 
     let mut plots = Vec::new();
     // Accuracy bars.
-    let spcs = &cfg.distill.spc;
-    let methods = cfg.methods()?;
-    let series: Vec<plot::BarSeries> = methods
+    let spcs = &cfg.spc;
+    let series: Vec<plot::BarSeries> = cfg
+        .methods
         .iter()
         .map(|m| {
             let vals = spcs
@@ -527,9 +527,8 @@ fn table<F>(json: &ReportJson, cfg: &ReportConfig, cell: F) -> Result<String>
 where
     F: Fn(&ResultEntry, &ResultEntry) -> String,
 {
-    let methods = cfg.methods()?;
-    let cols: Vec<(&DatasetReport, usize)> =
-        json.datasets.iter().flat_map(|d| cfg.distill.spc.iter().map(move |&k| (d, k))).collect();
+    let methods = &cfg.methods;
+    let cols: Vec<(&DatasetReport, usize)> = json.datasets.iter().flat_map(|d| cfg.spc.iter().map(move |&k| (d, k))).collect();
     let mut s = String::new();
     write!(s, "| Method |")?;
     for (d, k) in &cols {
@@ -558,7 +557,7 @@ where
                 .map(|e| e.method.clone())
         })
         .collect();
-    for m in &methods {
+    for m in methods {
         write!(s, "| {} |", method_label(*m))?;
         for ((d, k), b) in cols.iter().zip(&best) {
             match d.results.iter().find(|e| e.method == m.name() && e.spc == Some(*k)) {
