@@ -460,6 +460,43 @@ impl Default for ExpressionSpace {
     }
 }
 
+impl ExpressionSpace {
+    /// The largest value a cell can hold in this space (`log1p(target_sum)` when log1p).
+    pub fn max_value(&self) -> f32 {
+        if self.log1p {
+            self.target_sum.ln_1p()
+        } else {
+            self.target_sum
+        }
+    }
+
+    /// Projects decoder outputs onto valid cells of this space, in place: negative values → 0,
+    /// then each cell rescaled so its counts sum to `target_sum` (`Σ expm1(x) = target_sum` when
+    /// log1p). Rows that are all zero stay zero. Every implementation of decoding (tch, the
+    /// CPU reference, WGSL) applies this after the decoder.
+    pub fn project(&self, x: &mut ndarray::Array2<f32>) {
+        for mut row in x.rows_mut() {
+            row.mapv_inplace(|v| v.max(0.0));
+            if self.target_sum <= 0.0 {
+                continue;
+            }
+            if self.log1p {
+                let sum: f64 = row.iter().map(|&v| (v as f64).exp_m1()).sum();
+                if sum > 0.0 {
+                    let k = self.target_sum as f64 / sum;
+                    row.mapv_inplace(|v| ((v as f64).exp_m1() * k).ln_1p() as f32);
+                }
+            } else {
+                let sum: f64 = row.iter().map(|&v| v as f64).sum();
+                if sum > 0.0 {
+                    let k = (self.target_sum as f64 / sum) as f32;
+                    row.mapv_inplace(|v| v * k);
+                }
+            }
+        }
+    }
+}
+
 /// Everything needed to run encoder, generator and task head from a bundle's tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GraphSpec {
@@ -533,6 +570,29 @@ fn check_dim(what: &str, got: Option<usize>, want: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn projection_gives_valid_cells() {
+        let space = ExpressionSpace::default();
+        let mut x = ndarray::array![[-0.5f32, 2.0, 11.7, 0.01], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]];
+        space.project(&mut x);
+        for (i, row) in x.rows().into_iter().enumerate().filter(|(i, _)| *i != 1) {
+            let total: f64 = row.iter().map(|&v| (v as f64).exp_m1()).sum();
+            assert!((total - 1e4).abs() < 1.0, "row {i}: Σ expm1 = {total}");
+            assert!(row.iter().all(|&v| (0.0..=space.max_value() + 1e-5).contains(&v)), "row {i}: {row}");
+        }
+        assert_eq!(x[[0, 0]], 0.0, "negative values become 0");
+        assert!(x.row(1).iter().all(|&v| v == 0.0), "an empty cell stays empty");
+        // Projecting twice changes nothing.
+        let once = x.clone();
+        space.project(&mut x);
+        assert!(x.iter().zip(once.iter()).all(|(a, b)| (a - b).abs() < 1e-5));
+        // Counts space: rows sum to the target.
+        let counts = ExpressionSpace { target_sum: 100.0, log1p: false };
+        let mut y = ndarray::array![[1.0f32, 3.0, -2.0]];
+        counts.project(&mut y);
+        assert_eq!(y, ndarray::array![[25.0f32, 75.0, 0.0]]);
+    }
 
     #[test]
     fn schedule_matches_closed_form() {

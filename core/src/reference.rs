@@ -10,6 +10,11 @@ use crate::tensor::Tensor;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use std::collections::{BTreeMap, HashMap};
 
+/// The version of what decoding means (bumped when the generator's output semantics change, e.g.
+/// 2: decoded cells projected onto valid cells). Caches of decoded cells and of codes optimised
+/// through the generator key on it.
+pub const DECODE_VERSION: u32 = 2;
+
 /// A bundle's tensors unpacked to f32 once, ready for repeated forward passes.
 pub struct CpuModel {
     pub spec: GraphSpec,
@@ -151,10 +156,14 @@ impl CpuModel {
         Ok(self.linear(&h, &n.out.weight, Some(&n.out.bias)))
     }
 
-    /// The single-step generator `G(z) = D(U(z, t, τ(c)))` used for decoding latent codes.
+    /// The single-step generator `G(z) = P(D(U(z, t, τ(c))))` used for decoding latent codes,
+    /// where `P` projects onto valid cells of the bundle's space
+    /// ([`crate::graph::ExpressionSpace::project`]: non-negative, `Σ expm1 = target_sum`).
     pub fn generate(&self, z: &Array2<f32>, t: u32, classes: &[u32]) -> Result<Array2<f32>> {
         let ts = vec![t; z.nrows()];
-        Ok(self.decode(self.denoise(z, &ts, classes)?))
+        let mut x = self.decode(self.denoise(z, &ts, classes)?);
+        self.spec.space.project(&mut x);
+        Ok(x)
     }
 
     /// Softmax class probabilities of the task head on latent features.

@@ -39,7 +39,8 @@ impl SyntheticMeta {
 }
 
 /// Decodes codes into a dataset (cells named `syn_<class>_<k>`, label column as in the codes):
-/// one denoising step at the codes' timestep, then the decoder; values clipped at 0.
+/// one denoising step at the codes' timestep, the decoder, and the projection onto valid cells
+/// (non-negative, `Σ expm1 = target_sum`).
 pub fn decode(codes: &LatentCodes, bundle: &GeneratorBundle, codes_path: &Path) -> Result<Dataset> {
     let id = bundle.generator_id();
     if codes.generator_id != id {
@@ -58,7 +59,6 @@ pub fn decode(codes: &LatentCodes, bundle: &GeneratorBundle, codes_path: &Path) 
     let model = CpuModel::from_bundle(bundle)?;
     let z = Array2::from_shape_vec((codes.n_codes(), codes.latent_dim()), codes.codes.to_f32()?)?;
     let x = model.generate(&z, codes.timestep, &codes.labels)?;
-    let x = x.mapv(|v| v.max(0.0));
     dataset(&x, &codes.labels, &codes.classes, &codes.label_column, &bundle.genes, "synthetic")
 }
 

@@ -102,7 +102,13 @@ fn numeric_flags_out_of_range_are_refused_before_any_work() {
         &["train-foundation: the loss became", "lower --lr"],
     );
     refused(&f, &["train-foundation", &t, "--out", &fnd, "--stop-after", "0"], &[], &["--stop-after 0"]);
-    for (extra, needle) in [(&["--lr", "nan"][..], "--lr NaN"), (&["--repeats", "0"][..], "--repeats 0"), (&["--steps", "0"][..], "--steps 0")] {
+    for (extra, needle) in [
+        (&["--lr", "nan"][..], "--lr NaN"),
+        (&["--repeats", "0"][..], "--repeats 0"),
+        (&["--steps", "0"][..], "--steps 0"),
+        (&["--evaluators", "lr,svm"][..], "unknown evaluator 'svm'"),
+        (&["--evaluators", "lr,lr"][..], "'lr' given twice"),
+    ] {
         let mut a = vec!["evaluate", &t, "--test", &t, "-m", &g];
         a.extend_from_slice(extra);
         refused(&f, &a, &[], &[needle]);

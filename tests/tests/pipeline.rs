@@ -83,7 +83,16 @@ fn run_report_and_stage_reuse() {
     // The report.
     let report = out.join("report");
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-    for row in ["| scDD (DM+DC) |", "| Random real cells |", "| Full training set |", "| *Compression ratio* |", "Macro-F1"] {
+    for row in [
+        "| scDD (DM+DC) |",
+        "| Random real cells |",
+        "| Full training set |",
+        "| *Compression ratio* |",
+        "Macro-F1",
+        "— mean of gene-space evaluators",
+        "## Accuracy (%) — encoder + linear (paper)",
+        "## Accuracy (%) — MLP (genes)",
+    ] {
         assert!(md.contains(row), "{row:?} missing from report.md");
     }
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
@@ -94,6 +103,12 @@ fn run_report_and_stage_reuse() {
     for r in results {
         let acc = r["accuracy_mean"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc));
+        // The headline is the mean of the gene-space evaluators; the paper's default is kept.
+        assert_eq!(r["evaluator"], "genes-mean");
+        let by = r["by_evaluator"].as_array().unwrap();
+        let get = |name: &str| by.iter().find(|s| s["evaluator"] == name).unwrap_or_else(|| panic!("{name} missing"))["accuracy_mean"].as_f64().unwrap();
+        assert!((acc - (get("lr") + get("mlp")) / 2.0).abs() < 1e-12);
+        assert!((0.0..=1.0).contains(&get("default")));
         assert!(r["per_class_accuracy"].as_object().unwrap().len() >= 2);
         let ratio = r["compression_ratio"].as_f64().unwrap();
         assert!(ratio > 0.0 && ratio < 0.2, "{ratio}");

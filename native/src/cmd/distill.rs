@@ -35,6 +35,14 @@ pub struct Args {
     /// Real cells per class per step for DC's real gradients.
     #[arg(long, default_value_t = DistillParams::default().real_batch)]
     pub real_batch: usize,
+    /// Where codes start: random (SPC real cells of each class, encoded) or kmeans (centroids of
+    /// SPC k-means clusters of each class's encoder features).
+    #[arg(long, default_value_t = DistillParams::default().init.name().to_string())]
+    pub init: String,
+    /// Weight of gene-space matching (decoded cells' class gene means and stds vs the real ones)
+    /// next to DM/DC; 0 = off.
+    #[arg(long, default_value_t = DistillParams::default().gene_weight)]
+    pub gene_weight: f64,
     #[arg(long, default_value_t = DistillParams::default().seed)]
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
@@ -66,8 +74,10 @@ pub struct Args {
 }
 
 impl Args {
-    pub fn params(&self) -> DistillParams {
-        DistillParams {
+    pub fn params(&self) -> anyhow::Result<DistillParams> {
+        Ok(DistillParams {
+            init: self.init.parse().map_err(|e: String| anyhow::anyhow!("--init: {e}"))?,
+            gene_weight: self.gene_weight,
             method: self.method,
             spc: self.spc,
             steps: self.steps,
@@ -76,7 +86,7 @@ impl Args {
             seed: self.seed,
             real_batch: self.real_batch,
             ..DistillParams::default()
-        }
+        })
     }
 
     pub fn io(&self) -> DistillIo {
@@ -96,7 +106,7 @@ impl Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let cfg = a.params().check()?;
+    let cfg = a.params()?.check()?;
     let bundle = load_bundle(&a.generator)?;
     let log = distill_to_file(&cfg, &a.io(), &bundle)?;
     let last = log.history.last();

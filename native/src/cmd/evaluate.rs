@@ -1,7 +1,7 @@
-//! `scdd evaluate`: train the default evaluator on a synthetic set, test on real cells
+//! `scdd evaluate`: train the built-in evaluators on a synthetic set, test on real cells
 //! (see [`crate::evaluate`]).
 use crate::evaluate::input::evaluate_files;
-use crate::evaluate::{render, EvalParams};
+use crate::evaluate::{render, EvalParams, EvaluatorKind};
 use crate::io::fs;
 use crate::params::Check;
 use anyhow::Result;
@@ -14,21 +14,25 @@ pub struct Args {
     /// Real test cells (.h5ad, raw counts or log-normalised).
     #[arg(long)]
     pub test: PathBuf,
-    /// Bundle with the foundation encoder (and the generator, to decode .scdd codes).
+    /// The generator bundle (decodes .scdd codes; the default evaluator needs its foundation encoder).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// Label column (default: the code file's, or the generator's).
     #[arg(long)]
     pub label: Option<String>,
-    /// Fresh initialisations of the evaluator.
+    /// Evaluators, comma-separated: default (foundation encoder + linear head, the paper's),
+    /// lr (logistic regression on genes), mlp (one hidden layer on genes).
+    #[arg(long, value_delimiter = ',', default_values_t = EvalParams::default().evaluators.iter().map(|e| e.name().to_string()).collect::<Vec<_>>())]
+    pub evaluators: Vec<String>,
+    /// Fresh initialisations of each evaluator (lr, being convex, runs once).
     #[arg(long, default_value_t = EvalParams::default().repeats)]
     pub repeats: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// SGD steps of the linear head.
+    /// SGD steps of the default evaluator's linear head.
     #[arg(long, default_value_t = EvalParams::default().steps)]
     pub steps: usize,
-    /// Learning rate of the linear head.
+    /// Learning rate of the default evaluator's linear head.
     #[arg(long, default_value_t = EvalParams::default().lr)]
     pub lr: f32,
     #[command(flatten)]
@@ -39,7 +43,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let plan = EvalParams { repeats: a.repeats, seed: a.seed, steps: a.steps, lr: a.lr }.check()?;
+    let evaluators = a
+        .evaluators
+        .iter()
+        .map(|e| e.trim().parse::<EvaluatorKind>().map_err(|m| anyhow::anyhow!("--evaluators: {m}")))
+        .collect::<Result<Vec<_>>>()?;
+    let plan = EvalParams { repeats: a.repeats, seed: a.seed, steps: a.steps, lr: a.lr, evaluators }.check()?;
     if let Some(p) = &a.json {
         fs::check_output("--json", p, &["json"], &[&a.synthetic, &a.test, &a.model])?;
     }

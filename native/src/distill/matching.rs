@@ -29,6 +29,23 @@ pub fn dm_loss(feat_syn: &Tensor, slices: &[ClassSlice], real_means: &Tensor) ->
     total
 }
 
+/// Gene-space matching of decoded cells `s` (log-normalised, `[n, genes]`):
+/// `Σ_c ‖μ_c − mean_{S_c}‖² (+ ‖σ_c − std_{S_c}‖² when the class has more than one cell)`, with
+/// the real per-class gene means `μ` and standard deviations `σ` (`[n_classes, genes]`).
+pub fn gene_loss(s: &Tensor, slices: &[ClassSlice], means: &Tensor, stds: &Tensor) -> Tensor {
+    let mut total = Tensor::zeros([], (Kind::Float, s.device()));
+    for sl in slices {
+        let rows = s.narrow(0, sl.start, sl.len);
+        let mean = rows.mean_dim(Some([0i64].as_slice()), false, Kind::Float);
+        total += (means.get(sl.class) - &mean).square().sum(Kind::Float);
+        if sl.len > 1 {
+            let std = (rows - &mean).square().mean_dim(Some([0i64].as_slice()), false, Kind::Float).clamp_min(1e-12).sqrt();
+            total += (stds.get(sl.class) - std).square().sum(Kind::Float);
+        }
+    }
+    total
+}
+
 /// `∂ CE(f Wᵀ + b, y) / ∂W` for a batch of one class `y`, in closed form: `[n_classes, d]`.
 pub fn head_weight_grad(w: &Tensor, b: &Tensor, feats: &Tensor, class: i64) -> Tensor {
     let n = feats.size()[0];

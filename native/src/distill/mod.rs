@@ -18,13 +18,14 @@
 //! (cell-level baselines), [`matching`] (the losses), [`real`] (the real-feature store),
 //! [`output`] (`scdd distill` as a library call: files in, code file out).
 pub mod baselines;
+pub mod kmeans;
 pub mod matching;
 pub mod optimise;
 pub mod output;
 pub mod params;
 pub mod real;
 
-pub use params::{DistillParams, Method};
+pub use params::{DistillParams, Init, Method};
 
 use crate::error::{bail, Result};
 use crate::nn::TchModel;
@@ -42,6 +43,9 @@ pub struct StepLog {
     pub loss: f64,
     pub dm: f64,
     pub dc: f64,
+    /// The gene-space term (0 when off).
+    #[serde(default)]
+    pub gene: f64,
 }
 
 /// What a run did: configuration, loss curve, timings.

@@ -9,7 +9,7 @@
 //! so each step runs the generator and the encoder once.
 use super::matching;
 use super::real::FeatureStore;
-use super::{DistillParams, Job, Plan, RunLog, StepLog, Synthetic};
+use super::{DistillParams, Init, Job, Plan, RunLog, StepLog, Synthetic};
 use crate::error::{Context, Result};
 use crate::nn::optim::AdamW;
 use crate::nn::rng;
@@ -27,7 +27,14 @@ use tch::{Device, Kind, Tensor};
 struct State {
     /// DM's and DC's values at step 0 (NaN until known): the normalisers.
     norm: (f64, f64),
+    /// The gene-space term's value at step 0.
+    #[serde(default = "nan")]
+    gene_norm: f64,
     history: Vec<StepLog>,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// One forward pass of the synthetic set (see `optimise`).
@@ -78,9 +85,11 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
     let ctl = &job.ctl;
     let (latent, labels, slices) = (job.latent_dim as i64, plan.labels, plan.slices);
 
-    // Real side: features of every training cell (only for optimising methods).
+    // Real side: features of every training cell (for optimising methods and k-means starts).
     let t0 = Instant::now();
-    let store = if cfg.method.optimises() {
+    let codes = cfg.method.produces_codes();
+    let kmeans = codes && cfg.init == Init::Kmeans;
+    let store = if cfg.method.optimises() || kmeans {
         std::fs::create_dir_all(&job.work_dir).with_context(|| format!("{}: cannot create directory", job.work_dir.display()))?;
         let path = job.work_dir.join(format!("features-{}.f32", &job.generator_id[..16.min(job.generator_id.len())]));
         let n_rows = job.source.reader.n_rows() as u64;
@@ -110,9 +119,18 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
     let x0 = dense_tensor(&job.source.rows(&plan.init_rows)?, device);
     let classes_t = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device);
     let t = Tensor::full([labels.len() as i64], cfg.timestep as i64, (Kind::Int64, device));
-    let codes = cfg.method.produces_codes();
     let init = if codes {
-        let z0 = tch::no_grad(|| model.encode(&x0, false))?;
+        let z0 = match store.as_ref().filter(|_| kmeans) {
+            Some(store) => {
+                let mut z = Vec::with_capacity(labels.len() * job.latent_dim);
+                for sl in &slices {
+                    let f = store.read(&store.class_rows[sl.class as usize])?;
+                    z.extend(super::kmeans::centroids(&f, job.latent_dim, sl.len as usize, cfg.seed, sl.class as u64));
+                }
+                Tensor::from_slice(&z).reshape([labels.len() as i64, latent]).to_device(device)
+            }
+            None => tch::no_grad(|| model.encode(&x0, false))?,
+        };
         let ab = job.alpha_bar;
         let eps = rng::normals(&mut rng::stream(cfg.seed, "distill/init-noise", 0), labels.len() * job.latent_dim);
         let eps = Tensor::from_slice(&eps).reshape([labels.len() as i64, latent]).to_device(device);
@@ -123,7 +141,7 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
     let var = init.detach().copy();
 
     // The feature store is scratch space: removed whatever the loop's outcome.
-    let result = match store.as_ref() {
+    let result = match store.as_ref().filter(|_| cfg.method.optimises()) {
         Some(store) => optimise(cfg, job, model, store, &var, &classes_t, &t, &slices, &mut log),
         None => Ok(()),
     };
@@ -165,7 +183,13 @@ fn optimise(
     let rms = f64::try_from(var.square().mean(Kind::Float).sqrt())?;
     let mut opt = AdamW::new(vec![("var".into(), var.shallow_clone())], cfg.lr * rms.max(1e-8), 0.0);
     let config_json = serde_json::to_string(&cfg.relevant())?;
-    let mut st = State { norm: (f64::NAN, f64::NAN), history: vec![] };
+    let mut st = State { norm: (f64::NAN, f64::NAN), gene_norm: f64::NAN, history: vec![] };
+    // Gene-space targets: per-class means and standard deviations of the real cells.
+    let gene_targets = (cfg.gene_weight > 0.0).then(|| {
+        let g = store.gene_means.first().map_or(0, |v| v.len()) as i64;
+        let t = |v: &[Vec<f32>]| Tensor::from_slice(&v.concat()).reshape([n_classes as i64, g]).to_device(device);
+        (t(&store.gene_means), t(&store.gene_stds))
+    });
     let mut head = (Tensor::zeros([0], (Kind::Float, device)), Tensor::zeros([0], (Kind::Float, device)));
     let mut start = 0usize;
     if ctl.resume {
@@ -248,6 +272,15 @@ fn optimise(
             }
             loss += dc / st.norm.1;
         }
+        let mut gene_v = 0.0;
+        if let Some((means, stds)) = &gene_targets {
+            let gl = matching::gene_loss(&s_leaf, slices, means, stds);
+            gene_v = f64::try_from(&gl)?;
+            if st.gene_norm.is_nan() {
+                st.gene_norm = gene_v.max(1e-12);
+            }
+            loss += gl * (cfg.gene_weight / st.gene_norm);
+        }
         let total = f64::try_from(&loss)?;
         if !total.is_finite() {
             return Err(Error::NonFinite { what: format!("distill {}", cfg.method), step: step as u64, value: total, flag: "--lr".into() });
@@ -275,7 +308,7 @@ fn optimise(
             }
             next = Some(f);
         }
-        st.history.push(StepLog { step, loss: total, dm: dm_v, dc: dc_v });
+        st.history.push(StepLog { step, loss: total, dm: dm_v, dc: dc_v, gene: gene_v });
         let done = step + 1;
         progress.tick(done as u64, (done - start) as u64, total);
         let stop = ctl.stops_at(done as u64, cfg.steps as u64);
@@ -382,6 +415,27 @@ mod tests {
         let (start, log) = run_once(DistillParams { method: Method::None, ..p }, dir.path()).unwrap();
         assert!(log.history.is_empty());
         assert_eq!(codes(&start).len(), codes(&syn).len());
+    }
+
+    #[test]
+    fn gene_matching_and_kmeans_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DistillParams { method: Method::Dm, spc: 2, steps: 30, lr: 0.05, gene_weight: 1.0, ..Default::default() };
+        let (_, log) = run_once(p.clone(), dir.path()).unwrap();
+        let (first, last) = (&log.history[0], log.history.last().unwrap());
+        assert!(first.gene > 0.0 && last.gene < first.gene, "gene term {} → {}", first.gene, last.gene);
+        // Off: the term is not computed.
+        let (_, log) = run_once(DistillParams { gene_weight: 0.0, ..p.clone() }, dir.path()).unwrap();
+        assert!(log.history.iter().all(|h| h.gene == 0.0));
+        // k-means starts: `none` writes them; a second run repeats them; they differ from the
+        // random-cell start.
+        let km = DistillParams { method: Method::None, init: Init::Kmeans, ..p };
+        let (a, _) = run_once(km.clone(), dir.path()).unwrap();
+        let (b, _) = run_once(km.clone(), dir.path()).unwrap();
+        assert_eq!(codes(&a), codes(&b));
+        let (r, _) = run_once(DistillParams { init: Init::Random, ..km }, dir.path()).unwrap();
+        assert_ne!(codes(&a), codes(&r));
+        assert!(!dir.path().join("work").exists(), "the feature store is scratch space");
     }
 
     #[test]

@@ -89,6 +89,33 @@ impl std::str::FromStr for Method {
     }
 }
 
+/// Where the codes start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// SPC random real cells of each class, encoded (the paper's Algorithm 1).
+    Random,
+    /// The centroids of SPC k-means clusters of each class's encoder features (one cluster:
+    /// the class's mean feature), each scaled to its members' mean norm.
+    Kmeans,
+}
+
+impl Init {
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::Random => "random",
+            Init::Kmeans => "kmeans",
+        }
+    }
+}
+
+impl std::str::FromStr for Init {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Init::Random, Init::Kmeans].into_iter().find(|i| i.name() == s.trim()).ok_or_else(|| format!("unknown init {s:?}; choose from random, kmeans"))
+    }
+}
+
 /// Distillation settings. Defaults are the ones `scdd distill` uses.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,6 +137,12 @@ pub struct DistillParams {
     /// SGD steps of the task head on the synthetic set after each step (DC).
     pub head_steps: usize,
     pub head_lr: f64,
+    /// Where latent codes start (`none`, `dm`, `dc`, `dm+dc`).
+    pub init: Init,
+    /// Weight of gene-space matching: the decoded cells' per-class gene means (and, at SPC > 1,
+    /// per-gene standard deviations) against the real ones, relative to DM/DC (each term is
+    /// divided by its value at step 0). 0: off.
+    pub gene_weight: f64,
 }
 
 impl Default for DistillParams {
@@ -125,6 +158,8 @@ impl Default for DistillParams {
             head_reset: 10,
             head_steps: 5,
             head_lr: 0.1,
+            init: Init::Random,
+            gene_weight: 0.0,
         }
     }
 }
@@ -142,6 +177,7 @@ impl Check for DistillParams {
         params::count("--head-reset", self.head_reset as u64, 1, 10_000_000)?;
         params::count("--head-steps", self.head_steps as u64, 0, 10_000)?;
         params::positive("--head-lr", self.head_lr)?;
+        params::non_negative("--gene-weight", self.gene_weight)?;
         Ok(())
     }
 }
@@ -164,6 +200,10 @@ impl DistillParams {
         }
         if !c.method.produces_codes() {
             c.timestep = d.timestep;
+            c.init = d.init;
+        }
+        if !c.method.optimises() {
+            c.gene_weight = d.gene_weight;
         }
         c
     }

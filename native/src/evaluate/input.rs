@@ -1,7 +1,7 @@
 //! Evaluator input from files: cells of an `.h5ad` (or decoded codes) as dense log-normalised
 //! rows in the model's gene order with class ids, and the test set's encoder features, stored
 //! once per dataset (`features.f32` + `meta.json`) and reused by every evaluation.
-use super::{evaluate_default, EvalParams, EvalSummary, TestSet};
+use super::{evaluate, EvalParams, EvalResults, TestSet};
 use crate::error::{bail, Context, Result};
 use crate::io::artifacts::{load_bundle, load_codes};
 use crate::io::h5ad::{self, MatrixSpec, ReadOptions};
@@ -51,12 +51,8 @@ pub struct TestFeaturesMeta {
 
 /// Encoder features of the rows of `x`, in chunks of 2048.
 pub fn features(model: &CpuModel, x: &Array2<f32>) -> Result<Array2<f32>> {
-    let mut feats = Vec::new();
-    for chunk in x.axis_chunks_iter(ndarray::Axis(0), 2048) {
-        feats.push(TestSet::new(model, chunk, vec![])?.features);
-    }
-    let views: Vec<_> = feats.iter().map(|f| f.view()).collect();
-    Ok(ndarray::concatenate(ndarray::Axis(0), &views)?)
+    let probe = scdd_core::evaluate::FoundationLinearProbe::new(model, Default::default())?;
+    Ok(probe.features(x.view())?)
 }
 
 /// Encodes the labelled test cells of `test` and stores them in `dir`.
@@ -81,11 +77,11 @@ pub fn read_test_features(dir: &Path) -> Result<(TestSet, TestFeaturesMeta)> {
     }
     let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     let features = Array2::from_shape_vec((meta.n, meta.dim), v)?;
-    Ok((TestSet { features, labels: meta.labels.clone() }, meta))
+    Ok((TestSet { features: Some(features), genes: None, labels: meta.labels.clone() }, meta))
 }
 
 /// Reads an `eval.json`.
-pub fn read_eval(path: &Path) -> Result<EvalSummary> {
+pub fn read_eval(path: &Path) -> Result<EvalResults> {
     serde_json::from_slice(&fs::read(path)?).with_context(|| format!("{}: unreadable evaluation", path.display()))
 }
 
@@ -98,10 +94,10 @@ pub fn evaluate_files(
     model_path: &Path,
     label: Option<&str>,
     plan: &Checked<EvalParams>,
-) -> Result<EvalSummary> {
+) -> Result<EvalResults> {
     test_matrix.check()?;
     let bundle = load_bundle(model_path)?;
-    if bundle.spec.encoder.is_none() {
+    if plan.needs_encoder() && bundle.spec.encoder.is_none() {
         return Err(crate::Error::MissingEncoder { path: model_path.to_path_buf(), needed: "evaluate".into() });
     }
     let model = CpuModel::from_bundle(&bundle)?;
@@ -143,6 +139,6 @@ pub fn evaluate_files(
         bail!("{field}: no test cell has one of the training classes");
     }
     let test_labels: Vec<u32> = test_rows.iter().map(|&i| test_ids[i].unwrap()).collect();
-    let test_set = TestSet { features: features(&model, &test_in.data.x.dense_rows(&test_rows))?, labels: test_labels };
-    evaluate_default(&model, train_x.view(), &train_labels, &classes, &test_set, plan)
+    let test_set = TestSet::new(&model, test_in.data.x.dense_rows(&test_rows), test_labels)?;
+    evaluate(&model, train_x.view(), &train_labels, &classes, &test_set, plan)
 }

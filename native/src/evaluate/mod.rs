@@ -1,16 +1,72 @@
-//! Evaluating a synthetic (or any) training set against real test cells with the default
-//! evaluator (the frozen foundation encoder and a linear head), repeated over fresh
-//! initialisations; [`input`] turns files into evaluator input. This is where plugin
-//! evaluators will be hosted.
+//! Evaluating a synthetic (or any) training set against real test cells with the built-in
+//! evaluators, each repeated over fresh initialisations: `default` (the frozen foundation
+//! encoder and a linear head, the paper's number), `lr` (logistic regression on the
+//! log-normalised genes) and `mlp` (one hidden layer on the genes). The headline of a set is the
+//! mean over the gene-space evaluators: what a recipient's own classifier would see.
+//! [`input`] turns files into evaluator input. This is where plugin evaluators will be hosted.
 pub mod input;
 
 use crate::error::{bail, Result};
 use crate::params::{self, Check, Checked};
 use ndarray::{Array2, ArrayView2};
-use scdd_core::evaluate::{FoundationLinearProbe, SgdParams};
+use scdd_core::evaluate::{
+    Evaluator, FoundationLinearProbe, LogRegParams, LogisticRegression, Mlp, MlpParams, SgdParams, TrainingSet,
+};
 use scdd_core::metrics::{classification_report, mean_std, ClassificationReport};
 use scdd_core::reference::CpuModel;
 use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+/// A built-in evaluator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvaluatorKind {
+    /// The frozen foundation encoder + one linear head (SGD): the paper's default.
+    Default,
+    /// Multinomial L2 logistic regression on log-normalised genes, no scaler.
+    Lr,
+    /// One hidden ReLU layer on log-normalised genes.
+    Mlp,
+}
+
+impl EvaluatorKind {
+    pub const ALL: [EvaluatorKind; 3] = [EvaluatorKind::Default, EvaluatorKind::Lr, EvaluatorKind::Mlp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EvaluatorKind::Default => "default",
+            EvaluatorKind::Lr => "lr",
+            EvaluatorKind::Mlp => "mlp",
+        }
+    }
+
+    /// How tables name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            EvaluatorKind::Default => "encoder + linear (paper)",
+            EvaluatorKind::Lr => "logistic regression (genes)",
+            EvaluatorKind::Mlp => "MLP (genes)",
+        }
+    }
+
+    /// Reads gene values (not the distillation encoder's features).
+    pub fn gene_space(self) -> bool {
+        !matches!(self, EvaluatorKind::Default)
+    }
+}
+
+impl FromStr for EvaluatorKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown evaluator '{s}' (known: {})", names.join(", "))
+        })
+    }
+}
+
+/// The name of the headline: the mean over the gene-space evaluators.
+pub const HEADLINE: &str = "genes-mean";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalSummary {
@@ -30,34 +86,99 @@ pub struct EvalSummary {
     pub classes: Vec<String>,
 }
 
-/// Test-set encoder features, computed once and reused for every evaluated training set.
+/// What `eval.json` holds: one summary per evaluator, in the order run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalResults {
+    pub results: Vec<EvalSummary>,
+}
+
+impl EvalResults {
+    pub fn get(&self, evaluator: &str) -> Option<&EvalSummary> {
+        self.results.iter().find(|s| s.evaluator == evaluator)
+    }
+
+    /// The mean over the gene-space evaluators (their accuracies, F1s and per-class recalls
+    /// averaged; the std is that of the mean of independent evaluators); None when none ran.
+    pub fn headline(&self) -> Option<EvalSummary> {
+        let parts: Vec<&EvalSummary> = self
+            .results
+            .iter()
+            .filter(|s| s.evaluator.parse::<EvaluatorKind>().is_ok_and(|k| k.gene_space()))
+            .collect();
+        let first = parts.first()?;
+        let m = parts.len() as f64;
+        let mean = |f: &dyn Fn(&EvalSummary) -> f64| parts.iter().map(|s| f(s)).sum::<f64>() / m;
+        let pooled = |f: &dyn Fn(&EvalSummary) -> f64| (parts.iter().map(|s| f(s).powi(2)).sum::<f64>()).sqrt() / m;
+        let n_classes = first.classes.len();
+        let mut confusion = vec![vec![0u64; n_classes]; n_classes];
+        for s in &parts {
+            for (i, row) in s.confusion.iter().enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    confusion[i][j] += v;
+                }
+            }
+        }
+        Some(EvalSummary {
+            evaluator: HEADLINE.into(),
+            n_train: first.n_train,
+            n_test: first.n_test,
+            repeats: parts.iter().map(|s| s.repeats).sum(),
+            accuracy_mean: mean(&|s| s.accuracy_mean),
+            accuracy_std: pooled(&|s| s.accuracy_std),
+            macro_f1_mean: mean(&|s| s.macro_f1_mean),
+            macro_f1_std: pooled(&|s| s.macro_f1_std),
+            accuracies: parts.iter().map(|s| s.accuracy_mean).collect(),
+            per_class_accuracy: (0..n_classes).map(|c| mean(&|s| s.per_class_accuracy[c])).collect(),
+            confusion,
+            classes: first.classes.clone(),
+        })
+    }
+}
+
+/// The real test cells: labels, and what each evaluator reads — encoder features for
+/// `default`, log-normalised genes (bundle order) for the gene-space evaluators.
 pub struct TestSet {
-    pub features: Array2<f32>,
+    pub features: Option<Array2<f32>>,
+    pub genes: Option<Array2<f32>>,
     pub labels: Vec<u32>,
 }
 
 impl TestSet {
-    pub fn new(model: &CpuModel, x: ArrayView2<f32>, labels: Vec<u32>) -> Result<Self> {
-        let probe = FoundationLinearProbe::new(model, SgdParams::default())?;
-        Ok(TestSet { features: probe.features(x)?, labels })
+    /// Both views of the log-normalised test cells `x` (features only when the model has an
+    /// encoder).
+    pub fn new(model: &CpuModel, x: Array2<f32>, labels: Vec<u32>) -> Result<Self> {
+        let features = match model.spec.encoder {
+            Some(_) => Some(FoundationLinearProbe::new(model, SgdParams::default())?.features(x.view())?),
+            None => None,
+        };
+        Ok(TestSet { features, genes: Some(x), labels })
     }
 }
 
 /// How evaluators are repeated and trained: `scdd evaluate`'s flags, the pipeline's `[evaluate]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalParams {
-    /// Fresh initialisations of the evaluator (seeds `seed..seed+repeats`).
+    /// Fresh initialisations of each evaluator (seeds `seed..seed+repeats`); an evaluator whose
+    /// fit does not depend on the seed (`lr`) runs once.
     pub repeats: usize,
     pub seed: u64,
-    /// SGD steps of the linear head.
+    /// SGD steps of the default evaluator's linear head.
     pub steps: usize,
-    /// Learning rate of the linear head.
+    /// Learning rate of the default evaluator's linear head.
     pub lr: f32,
+    /// Which evaluators run.
+    pub evaluators: Vec<EvaluatorKind>,
 }
 
 impl Default for EvalParams {
     fn default() -> Self {
-        EvalParams { repeats: 10, seed: 0, steps: SgdParams::default().steps, lr: SgdParams::default().lr }
+        EvalParams {
+            repeats: 10,
+            seed: 0,
+            steps: SgdParams::default().steps,
+            lr: SgdParams::default().lr,
+            evaluators: EvaluatorKind::ALL.to_vec(),
+        }
     }
 }
 
@@ -66,6 +187,14 @@ impl Check for EvalParams {
         params::count("--repeats", self.repeats as u64, 1, 10_000)?;
         params::count("--steps", self.steps as u64, 1, 10_000_000)?;
         params::positive("--lr", self.lr as f64)?;
+        if self.evaluators.is_empty() {
+            bail!("--evaluators: empty (known: default, lr, mlp)");
+        }
+        for (i, e) in self.evaluators.iter().enumerate() {
+            if self.evaluators[..i].contains(e) {
+                bail!("--evaluators: '{}' given twice", e.name());
+            }
+        }
         Ok(())
     }
 }
@@ -74,31 +203,16 @@ impl EvalParams {
     pub fn sgd(&self) -> SgdParams {
         SgdParams { steps: self.steps, lr: self.lr, ..SgdParams::default() }
     }
+
+    pub fn needs_encoder(&self) -> bool {
+        self.evaluators.contains(&EvaluatorKind::Default)
+    }
 }
 
-/// Trains the default evaluator `plan.repeats` times (seeds `seed..seed+repeats`) on
-/// `x`/`labels` and scores each on `test`.
-pub fn evaluate_default(
-    model: &CpuModel,
-    x: ArrayView2<f32>,
-    labels: &[u32],
-    classes: &[String],
-    test: &TestSet,
-    plan: &Checked<EvalParams>,
-) -> Result<EvalSummary> {
-    if x.nrows() == 0 {
-        bail!("the training set is empty");
-    }
-    let (repeats, seed) = (plan.repeats, plan.seed);
-    let mut probe = FoundationLinearProbe::new(model, plan.sgd())?;
-    let features = probe.features(x)?;
+/// Scores of `repeats` fits on the test labels.
+fn summarise(evaluator: &str, n_train: usize, test: &[u32], preds: &[Vec<u32>], classes: &[String]) -> EvalSummary {
     let n_classes = classes.len();
-    let mut reports: Vec<ClassificationReport> = Vec::with_capacity(repeats);
-    for r in 0..repeats {
-        probe.fit_features(features.view(), labels, n_classes, seed + r as u64)?;
-        let pred = probe.predict_features(test.features.view())?;
-        reports.push(classification_report(&test.labels, &pred, n_classes));
-    }
+    let reports: Vec<ClassificationReport> = preds.iter().map(|p| classification_report(test, p, n_classes)).collect();
     let accs: Vec<f64> = reports.iter().map(|r| r.accuracy).collect();
     let f1s: Vec<f64> = reports.iter().map(|r| r.macro_f1).collect();
     let (am, asd) = mean_std(&accs);
@@ -114,10 +228,10 @@ pub fn evaluate_default(
             }
         }
     }
-    Ok(EvalSummary {
-        evaluator: "foundation+linear".into(),
-        n_train: x.nrows(),
-        n_test: test.labels.len(),
+    EvalSummary {
+        evaluator: evaluator.into(),
+        n_train,
+        n_test: test.len(),
         repeats: reports.len(),
         accuracy_mean: am,
         accuracy_std: asd,
@@ -127,34 +241,103 @@ pub fn evaluate_default(
         per_class_accuracy: per_class,
         confusion,
         classes: classes.to_vec(),
-    })
+    }
 }
 
-/// The summary as a readable table.
-pub fn render(s: &EvalSummary) -> String {
-    let mut out = format!(
-        "evaluator {}: trained on {} cells, tested on {} real cells, {} repeats\n  accuracy  {:.2} ± {:.2} %\n  macro-F1  {:.2} ± {:.2} %\n\n",
-        s.evaluator,
-        s.n_train,
-        s.n_test,
-        s.repeats,
-        100.0 * s.accuracy_mean,
-        100.0 * s.accuracy_std,
-        100.0 * s.macro_f1_mean,
-        100.0 * s.macro_f1_std
-    );
-    let w = s.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
-    out.push_str(&format!("  {:<w$}  {:>8}  {:>7}\n", "class", "accuracy", "support"));
-    for (c, name) in s.classes.iter().enumerate() {
-        let support: u64 = s.confusion[c].iter().sum::<u64>() / s.repeats.max(1) as u64;
-        let acc = s.per_class_accuracy[c];
-        let acc = if acc.is_nan() { "-".to_string() } else { format!("{:.1}%", 100.0 * acc) };
-        out.push_str(&format!("  {name:<w$}  {acc:>8}  {support:>7}\n"));
+/// Trains each evaluator of `plan` `plan.repeats` times (seeds `seed..seed+repeats`) on
+/// `x`/`labels` (log-normalised genes in the bundle's order) and scores each on `test`.
+pub fn evaluate(
+    model: &CpuModel,
+    x: ArrayView2<f32>,
+    labels: &[u32],
+    classes: &[String],
+    test: &TestSet,
+    plan: &Checked<EvalParams>,
+) -> Result<EvalResults> {
+    if x.nrows() == 0 {
+        bail!("the training set is empty");
     }
-    out.push_str("\n  confusion (rows: true, columns: predicted; summed over repeats)\n");
-    for (c, row) in s.confusion.iter().enumerate() {
+    let n_classes = classes.len();
+    let mut results = Vec::new();
+    for &kind in &plan.evaluators {
+        let mut preds = Vec::with_capacity(plan.repeats);
+        match kind {
+            EvaluatorKind::Default => {
+                let Some(test_features) = &test.features else { bail!("the default evaluator needs the foundation encoder") };
+                let mut probe = FoundationLinearProbe::new(model, plan.sgd())?;
+                let features = probe.features(x)?;
+                for r in 0..plan.repeats {
+                    probe.fit_features(features.view(), labels, n_classes, plan.seed + r as u64)?;
+                    preds.push(probe.predict_features(test_features.view())?);
+                }
+            }
+            EvaluatorKind::Lr | EvaluatorKind::Mlp => {
+                let Some(test_x) = &test.genes else { bail!("the {} evaluator needs the test cells' genes", kind.name()) };
+                let mut ev: Box<dyn Evaluator> = match kind {
+                    EvaluatorKind::Lr => Box::new(LogisticRegression::new(LogRegParams::default())),
+                    _ => Box::new(Mlp::new(MlpParams::default())),
+                };
+                let data = TrainingSet { x: x.view(), labels, n_classes, genes: &[] };
+                let repeats = if ev.seed_independent() { 1 } else { plan.repeats };
+                for r in 0..repeats {
+                    ev.fit(&data, plan.seed + r as u64)?;
+                    preds.push(ev.predict(test_x.view())?);
+                }
+            }
+        }
+        results.push(summarise(kind.name(), x.nrows(), &test.labels, &preds, classes));
+    }
+    Ok(EvalResults { results })
+}
+
+fn label_of(evaluator: &str) -> &str {
+    match evaluator.parse::<EvaluatorKind>() {
+        Ok(k) => k.label(),
+        Err(_) if evaluator == HEADLINE => "mean of gene-space evaluators",
+        Err(_) => evaluator,
+    }
+}
+
+/// The results as a readable table: one row per evaluator (and the gene-space headline),
+/// per-class recall per evaluator, and the headline's confusion matrix.
+pub fn render(r: &EvalResults) -> String {
+    let mut rows: Vec<EvalSummary> = r.results.clone();
+    if let Some(h) = r.headline() {
+        rows.push(h);
+    }
+    let Some(first) = rows.first() else { return "no evaluator ran\n".into() };
+    let mut out = format!("trained on {} cells, tested on {} real cells\n\n", first.n_train, first.n_test);
+    out.push_str(&format!("  {:<32} {:>7}  {:>15}  {:>15}\n", "evaluator", "repeats", "accuracy %", "macro-F1 %"));
+    for s in &rows {
+        out.push_str(&format!(
+            "  {:<32} {:>7}  {:>15}  {:>15}\n",
+            label_of(&s.evaluator),
+            s.repeats,
+            format!("{:.2} ± {:.2}", 100.0 * s.accuracy_mean, 100.0 * s.accuracy_std),
+            format!("{:.2} ± {:.2}", 100.0 * s.macro_f1_mean, 100.0 * s.macro_f1_std)
+        ));
+    }
+    let w = first.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
+    out.push_str(&format!("\n  per-class accuracy %\n  {:<w$}  {:>7}", "class", "support"));
+    for s in &rows {
+        out.push_str(&format!("  {:>10}", s.evaluator));
+    }
+    out.push('\n');
+    for (c, name) in first.classes.iter().enumerate() {
+        let support: u64 = first.confusion[c].iter().sum::<u64>() / first.repeats.max(1) as u64;
+        out.push_str(&format!("  {name:<w$}  {support:>7}"));
+        for s in &rows {
+            let acc = s.per_class_accuracy[c];
+            let acc = if acc.is_nan() { "-".to_string() } else { format!("{:.1}", 100.0 * acc) };
+            out.push_str(&format!("  {acc:>10}"));
+        }
+        out.push('\n');
+    }
+    let last = rows.last().unwrap();
+    out.push_str(&format!("\n  confusion of {} (rows: true, columns: predicted; summed over repeats)\n", last.evaluator));
+    for (c, row) in last.confusion.iter().enumerate() {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
-        out.push_str(&format!("  {:<w$} {}\n", s.classes[c], cells.join("")));
+        out.push_str(&format!("  {:<w$} {}\n", last.classes[c], cells.join("")));
     }
     out
 }

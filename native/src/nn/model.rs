@@ -398,14 +398,32 @@ impl TchModel {
         Ok(lin(&h, &n.out))
     }
 
-    /// The single-step generator `G(z) = D(U(z, t, τ(c)))`.
+    /// The single-step generator `G(z) = P(D(U(z, t, τ(c))))`, `P` the differentiable
+    /// projection onto valid cells of the space (as the CPU reference's `generate`).
     pub fn generate(&self, z: &Tensor, t: &Tensor, classes: &Tensor) -> Result<Tensor> {
-        Ok(self.decode(&self.denoise(z, t, classes)?))
+        Ok(project(&self.decode(&self.denoise(z, t, classes)?), &self.spec.space))
     }
 
     /// Number of scalar parameters (buffers excluded) under `prefix`.
     pub fn n_params(&self, prefix: &str) -> usize {
         self.trainable(prefix).iter().map(|(_, t)| t.numel()).sum()
+    }
+}
+
+/// [`scdd_core::graph::ExpressionSpace::project`] on tensors, differentiable: rows (B, G)
+/// clamped at 0 and rescaled so `Σ expm1 = target_sum` (log1p) or `Σ = target_sum`.
+pub fn project(x: &Tensor, space: &scdd_core::graph::ExpressionSpace) -> Tensor {
+    let x = x.relu();
+    if space.target_sum <= 0.0 {
+        return x;
+    }
+    let c = if space.log1p { x.expm1() } else { x };
+    let sum = c.sum_dim_intlist(Some([1i64].as_slice()), true, Kind::Float).clamp_min(1e-12);
+    let scaled = c * (space.target_sum as f64) / sum;
+    if space.log1p {
+        scaled.log1p()
+    } else {
+        scaled
     }
 }
 

@@ -2,9 +2,9 @@
 //! sections are the library's own parameter structs (`[foundation]` is a
 //! [`FoundationConfig`], `[generator]` a [`GeneratorConfig`]), checked once by
 //! [`Config::validate`] before any stage runs.
-use crate::distill::{DistillParams, Method};
+use crate::distill::{DistillParams, Init, Method};
 use crate::error::{bail, Context, Result};
-use crate::evaluate::EvalParams;
+use crate::evaluate::{EvalParams, EvaluatorKind};
 use crate::foundation::FoundationConfig;
 use crate::generator::GeneratorConfig;
 use crate::io::h5ad::MatrixSpec;
@@ -111,6 +111,10 @@ pub struct DistillSection {
     pub lr: Option<f64>,
     pub timestep: Option<u32>,
     pub real_batch: Option<usize>,
+    /// Where codes start: "random" or "kmeans" (see `scdd distill --init`).
+    pub init: Option<Init>,
+    /// Weight of gene-space matching (see `scdd distill --gene-weight`).
+    pub gene_weight: Option<f64>,
     /// The method shown in the embedding and heatmap plots (default: the first scDD method).
     pub main_method: Option<Method>,
 }
@@ -124,6 +128,8 @@ impl Default for DistillSection {
             lr: None,
             timestep: None,
             real_batch: None,
+            init: None,
+            gene_weight: None,
             main_method: None,
         }
     }
@@ -132,9 +138,11 @@ impl Default for DistillSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateSection {
-    /// Fresh initialisations of the evaluator per synthetic set.
+    /// Evaluators: default (foundation encoder + linear head), lr, mlp (on genes).
+    pub evaluators: Vec<EvaluatorKind>,
+    /// Fresh initialisations of each evaluator per synthetic set.
     pub repeats: usize,
-    /// SGD steps of the linear head.
+    /// SGD steps of the default evaluator's linear head.
     pub steps: usize,
     pub lr: f32,
     /// Also evaluate on the whole training set (the ceiling row).
@@ -144,7 +152,7 @@ pub struct EvaluateSection {
 impl Default for EvaluateSection {
     fn default() -> Self {
         let e = EvalParams::default();
-        EvaluateSection { repeats: e.repeats, steps: e.steps, lr: e.lr, full_training_set: true }
+        EvaluateSection { evaluators: e.evaluators, repeats: e.repeats, steps: e.steps, lr: e.lr, full_training_set: true }
     }
 }
 
@@ -270,13 +278,21 @@ impl Config {
             lr: self.distill.lr.unwrap_or(d.lr),
             timestep: self.distill.timestep.unwrap_or(d.timestep),
             real_batch: self.distill.real_batch.unwrap_or(d.real_batch),
+            init: self.distill.init.unwrap_or(d.init),
+            gene_weight: self.distill.gene_weight.unwrap_or(d.gene_weight),
             seed: self.seed,
             ..d
         }
     }
 
     pub fn eval_params(&self) -> EvalParams {
-        EvalParams { repeats: self.evaluate.repeats, seed: self.seed, steps: self.evaluate.steps, lr: self.evaluate.lr }
+        EvalParams {
+            repeats: self.evaluate.repeats,
+            seed: self.seed,
+            steps: self.evaluate.steps,
+            lr: self.evaluate.lr,
+            evaluators: self.evaluate.evaluators.clone(),
+        }
     }
 }
 

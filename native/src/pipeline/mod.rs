@@ -17,7 +17,7 @@ pub use store::{canonical_json, StageStore};
 use crate::distill::output::{distill_to_file, log_path, DistillIo};
 use crate::error::{bail, Result};
 use crate::evaluate::input::{model_matrix, read_test_features, synthetic_matrix, write_test_features};
-use crate::evaluate::{evaluate_default, EvalParams, TestSet};
+use crate::evaluate::{evaluate, EvalParams, TestSet};
 use crate::generator::data::GeneratorFiles;
 use crate::io::artifacts::{load_bundle, load_codes};
 use crate::io::fs;
@@ -97,6 +97,10 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<PipelineRun> {
 /// Per-dataset lazily loaded models and test features (shared by every evaluation).
 struct Lazy {
     generator: PathBuf,
+    /// The test split and its label column (read when a gene-space evaluator runs).
+    test_cells: PathBuf,
+    label: String,
+    gene_space: bool,
     test_features: Option<PathBuf>,
     bundle: Option<GeneratorBundle>,
     cpu: Option<CpuModel>,
@@ -121,7 +125,15 @@ impl Lazy {
         self.load()?;
         if self.test.is_none() {
             let Some(dir) = self.test_features.clone() else { bail!("test features not computed") };
-            self.test = Some(read_test_features(&dir)?.0);
+            let mut test = read_test_features(&dir)?.0;
+            if self.gene_space {
+                let (x, labels) = model_matrix(&self.test_cells, self.bundle.as_ref().unwrap(), &self.label)?;
+                if labels != test.labels {
+                    bail!("{}: labels differ from the stored test features; remove the test-features stage", self.test_cells.display());
+                }
+                test.genes = Some(x);
+            }
+            self.test = Some(test);
         }
         Ok(())
     }
@@ -185,7 +197,17 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
         },
     )?;
     let generator = g_dir.join("generator.scddg");
-    let mut lazy = Lazy { generator: generator.clone(), test_features: None, bundle: None, cpu: None, test: None };
+    let plan: Checked<EvalParams> = cfg.eval_params().check()?;
+    let mut lazy = Lazy {
+        generator: generator.clone(),
+        test_cells: test.clone(),
+        label: entry.label.clone(),
+        gene_space: plan.evaluators.iter().any(|e| e.gene_space()),
+        test_features: None,
+        bundle: None,
+        cpu: None,
+        test: None,
+    };
 
     // ---- test features (once per dataset, shared by every evaluation and the report)
     let tf_dir = store.stage(
@@ -202,7 +224,6 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
     lazy.test_features = Some(tf_dir.clone());
     let tf_inputs = [tf_dir.join("features.f32"), tf_dir.join("meta.json")];
 
-    let plan: Checked<EvalParams> = cfg.eval_params().check()?;
     let eval_key = json!({ "label": entry.label, "plan": &*plan });
     let evaluate = |store: &mut StageStore, lazy: &mut Lazy, what: &str, cells: &Path, synthetic: bool| -> Result<PathBuf> {
         let inputs = vec![cells.to_path_buf(), tf_inputs[0].clone(), tf_inputs[1].clone(), generator.clone()];
@@ -210,15 +231,15 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
             lazy.load_test()?;
             let (bundle, model, test) = (lazy.bundle.as_ref().unwrap(), lazy.cpu.as_ref().unwrap(), lazy.test.as_ref().unwrap());
             let (x, labels) = if synthetic { synthetic_matrix(cells, bundle, &entry.label)? } else { model_matrix(cells, bundle, &entry.label)? };
-            let s = evaluate_default(model, x.view(), &labels, &bundle.classes, test, &plan)?;
-            println!(
-                "    accuracy {:.2} ± {:.2} %, macro-F1 {:.2} % ({} training cells)",
-                100.0 * s.accuracy_mean,
-                100.0 * s.accuracy_std,
-                100.0 * s.macro_f1_mean,
-                s.n_train
-            );
-            fs::write_json(&dir.join("eval.json"), &s)
+            let r = evaluate(model, x.view(), &labels, &bundle.classes, test, &plan)?;
+            let scores: Vec<String> = r
+                .results
+                .iter()
+                .chain(r.headline().as_ref())
+                .map(|s| format!("{} {:.2} ± {:.2}", s.evaluator, 100.0 * s.accuracy_mean, 100.0 * s.accuracy_std))
+                .collect();
+            println!("    accuracy % ({} training cells): {}", x.nrows(), scores.join(" · "));
+            fs::write_json(&dir.join("eval.json"), &r)
         })?;
         Ok(dir.join("eval.json"))
     };
@@ -229,7 +250,7 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
         for method in cfg.methods()? {
             let params = cfg.distill_params(method, spc).check()?;
             // The key sees only what the method uses, so e.g. changing `steps` keeps the baselines.
-            let key = json!({ "label": entry.label, "config": params.relevant() });
+            let key = json!({ "label": entry.label, "config": params.relevant(), "decode": scdd_core::reference::DECODE_VERSION });
             let what = format!("{} SPC {spc}", method.name());
             let out_name = format!("synthetic.{}", method.extension());
             let d_dir = store.stage(stage_id("distill", name, format!("distill {what}")), &key, &[train.clone(), generator.clone()], |dir| {
@@ -249,7 +270,7 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
             let cells = if method.produces_codes() {
                 let dec = store.stage(
                     stage_id("decode", name, format!("decode {what}")),
-                    &json!({}),
+                    &json!({ "decode": scdd_core::reference::DECODE_VERSION }),
                     &[distill_out.clone(), generator.clone()],
                     |dir| {
                         let codes = load_codes(&distill_out)?;

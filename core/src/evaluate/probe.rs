@@ -1,32 +1,11 @@
-//! Evaluators: models trained on a (synthetic) set and tested on real cells.
-//!
-//! An evaluator is a small trait over a dense f32 matrix (log-normalised expression, cells ×
-//! genes in a stated gene order) and class ids, with `fit` and `predict`. The default one is the
-//! paper's: the frozen foundation encoder followed by one linear softmax head trained with SGD.
-//! Plugins (CellTypist-style, CNN, transformer) implement the same two calls across a C ABI.
+//! The paper's default evaluator: the frozen foundation encoder and one softmax head (SGD).
+use super::{argmax_rows, Evaluator, TrainingSet};
 use crate::error::{CoreError, Result};
 use crate::reference::CpuModel;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-
-/// What an evaluator trains on.
-pub struct TrainingSet<'a> {
-    /// Log-normalised expression, cells × genes (in `genes` order).
-    pub x: ArrayView2<'a, f32>,
-    pub labels: &'a [u32],
-    pub n_classes: usize,
-    pub genes: &'a [String],
-}
-
-pub trait Evaluator {
-    fn name(&self) -> String;
-    /// Trains from scratch (any previous fit is discarded); `seed` picks the initialisation.
-    fn fit(&mut self, data: &TrainingSet, seed: u64) -> Result<()>;
-    /// Class id per row of `x` (same gene order as in `fit`).
-    fn predict(&self, x: ArrayView2<f32>) -> Result<Vec<u32>>;
-}
 
 /// SGD settings of a softmax linear head.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,12 +87,7 @@ impl LinearHead {
     }
 
     pub fn predict(&self, features: ArrayView2<f32>) -> Vec<u32> {
-        let logits = features.dot(&self.w.t()) / self.scale + &self.b;
-        logits
-            .rows()
-            .into_iter()
-            .map(|r| r.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, &v)| if v > a.1 { (i, v) } else { a }).0 as u32)
-            .collect()
+        argmax_rows(&(features.dot(&self.w.t()) / self.scale + &self.b))
     }
 }
 
@@ -158,7 +132,7 @@ impl<'m> FoundationLinearProbe<'m> {
 
 impl Evaluator for FoundationLinearProbe<'_> {
     fn name(&self) -> String {
-        "foundation+linear".into()
+        "default".into()
     }
     fn fit(&mut self, data: &TrainingSet, seed: u64) -> Result<()> {
         let f = self.features(data.x)?;

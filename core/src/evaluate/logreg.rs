@@ -1,0 +1,225 @@
+//! Multinomial logistic regression on gene values, no scaler: scikit-learn's
+//! `LogisticRegression(C=1)` objective (L2 on the weights, not the intercepts; the loss averaged
+//! over cells as scikit-learn ≥ 1.2 does), minimised with L-BFGS from zero. The problem is
+//! convex and the start fixed, so the fit does not depend on the seed.
+use super::{argmax_rows, softmax_xent_grad, Evaluator, TrainingSet};
+use crate::error::{CoreError, Result};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRegParams {
+    /// Inverse L2 strength (scikit-learn's `C`): the objective is
+    /// `mean cross-entropy + ‖W‖² / (2 C n)`.
+    pub c: f64,
+    /// L-BFGS iterations at most.
+    pub max_iter: usize,
+    /// Stop when the largest gradient component is below this.
+    pub tol: f64,
+}
+
+impl Default for LogRegParams {
+    fn default() -> Self {
+        LogRegParams { c: 1.0, max_iter: 300, tol: 1e-4 }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LogisticRegression {
+    pub params: LogRegParams,
+    /// classes × genes
+    pub w: Array2<f32>,
+    pub b: Array1<f32>,
+    /// Iterations the last fit took and its final objective.
+    pub iterations: usize,
+    pub objective: f64,
+}
+
+impl LogisticRegression {
+    pub fn new(params: LogRegParams) -> Self {
+        LogisticRegression { params, ..Default::default() }
+    }
+
+    /// Objective and gradient at θ = [W (row-major), b].
+    fn eval(x: ArrayView2<f32>, labels: &[u32], k: usize, lambda: f64, theta: &[f32]) -> (f64, Vec<f32>) {
+        let d = x.ncols();
+        let w = ArrayView2::from_shape((k, d), &theta[..k * d]).expect("θ holds k × d weights");
+        let b = ArrayView2::from_shape((1, k), &theta[k * d..]).expect("θ holds k intercepts");
+        let (g, loss) = softmax_xent_grad(x.dot(&w.t()) + &b, labels);
+        let mut gw = g.t().dot(&x);
+        gw.scaled_add(lambda as f32, &w);
+        let gb = g.sum_axis(Axis(0));
+        let reg = 0.5 * lambda * w.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        let mut grad: Vec<f32> = gw.iter().copied().collect();
+        grad.extend(gb.iter());
+        (loss + reg, grad)
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+impl Evaluator for LogisticRegression {
+    fn name(&self) -> String {
+        "lr".into()
+    }
+
+    fn fit(&mut self, data: &TrainingSet, _seed: u64) -> Result<()> {
+        data.check()?;
+        let (n, d, k) = (data.x.nrows(), data.x.ncols(), data.n_classes);
+        let p = &self.params;
+        if !(p.c > 0.0 && p.c.is_finite()) {
+            return Err(CoreError::data("lr", format!("C = {} (must be positive)", p.c)));
+        }
+        let lambda = 1.0 / (p.c * n as f64);
+        let x = data.x;
+        let mut theta = vec![0f32; k * d + k];
+        let (mut f, mut g) = Self::eval(x, data.labels, k, lambda, &theta);
+        // L-BFGS memory of (s, y, 1/yᵀs).
+        let mut hist: VecDeque<(Vec<f32>, Vec<f32>, f64)> = VecDeque::new();
+        let mut iterations = 0;
+        for it in 0..p.max_iter {
+            let gmax = g.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+            if gmax <= p.tol || !f.is_finite() {
+                break;
+            }
+            iterations = it + 1;
+            // Two-loop recursion: direction = −H g.
+            let mut q = g.clone();
+            let mut alphas = Vec::with_capacity(hist.len());
+            for (s, y, rho) in hist.iter().rev() {
+                let a = rho * dot(s, &q);
+                for (qi, yi) in q.iter_mut().zip(y) {
+                    *qi -= (a as f32) * yi;
+                }
+                alphas.push(a);
+            }
+            let gamma = match hist.back() {
+                Some((s, y, _)) => dot(s, y) / dot(y, y).max(1e-30),
+                None => 1.0 / g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1.0),
+            };
+            for v in q.iter_mut() {
+                *v *= gamma as f32;
+            }
+            for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
+                let bcoef = rho * dot(y, &q);
+                for (qi, si) in q.iter_mut().zip(s) {
+                    *qi += ((a - bcoef) as f32) * si;
+                }
+            }
+            let mut dir: Vec<f32> = q.iter().map(|v| -v).collect();
+            let mut slope = dot(&g, &dir);
+            if slope >= 0.0 {
+                // Not a descent direction (numerical trouble): restart along −g.
+                hist.clear();
+                dir = g.iter().map(|v| -v).collect();
+                slope = dot(&g, &dir);
+            }
+            // Backtracking line search (Armijo).
+            let mut step = 1.0f32;
+            let mut accepted = None;
+            for _ in 0..40 {
+                let trial: Vec<f32> = theta.iter().zip(&dir).map(|(t, d)| t + step * d).collect();
+                let (ft, gt) = Self::eval(x, data.labels, k, lambda, &trial);
+                if ft.is_finite() && ft <= f + 1e-4 * step as f64 * slope {
+                    accepted = Some((trial, ft, gt));
+                    break;
+                }
+                step *= 0.5;
+            }
+            let Some((trial, ft, gt)) = accepted else { break };
+            let s: Vec<f32> = trial.iter().zip(&theta).map(|(a, b)| a - b).collect();
+            let y: Vec<f32> = gt.iter().zip(&g).map(|(a, b)| a - b).collect();
+            let ys = dot(&y, &s);
+            if ys > 1e-12 {
+                if hist.len() == 10 {
+                    hist.pop_front();
+                }
+                hist.push_back((s, y, 1.0 / ys));
+            }
+            let done = (f - ft).abs() <= 1e-10 * f.abs().max(1.0);
+            theta = trial;
+            f = ft;
+            g = gt;
+            if done {
+                break;
+            }
+        }
+        if !f.is_finite() {
+            return Err(CoreError::data("lr", "the objective became non-finite".to_string()));
+        }
+        self.w = Array2::from_shape_vec((k, d), theta[..k * d].to_vec()).expect("k × d");
+        self.b = Array1::from(theta[k * d..].to_vec());
+        self.iterations = iterations;
+        self.objective = f;
+        Ok(())
+    }
+
+    fn predict(&self, x: ArrayView2<f32>) -> Result<Vec<u32>> {
+        if self.w.nrows() == 0 {
+            return Err(CoreError::Mismatch("evaluator used before fit".into()));
+        }
+        if x.ncols() != self.w.ncols() {
+            return Err(CoreError::data("lr", format!("{} genes, fitted on {}", x.ncols(), self.w.ncols())));
+        }
+        Ok(argmax_rows(&(x.dot(&self.w.t()) + &self.b)))
+    }
+
+    fn seed_independent(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata::{accuracy, blobs};
+    use super::*;
+
+    #[test]
+    fn separates_blobs_and_reaches_a_stationary_point() {
+        let (x, y) = blobs(120, 30, 1);
+        let mut lr = LogisticRegression::new(LogRegParams::default());
+        lr.fit(&TrainingSet { x: x.view(), labels: &y, n_classes: 3, genes: &[] }, 0).unwrap();
+        let (xt, yt) = blobs(90, 30, 2);
+        assert!(accuracy(&lr.predict(xt.view()).unwrap(), &yt) > 0.95);
+        // At the optimum the gradient vanishes: check it independently of the solver's stop.
+        let mut theta = lr.w.iter().cloned().collect::<Vec<_>>();
+        theta.extend(lr.b.iter());
+        let (_, g) = LogisticRegression::eval(x.view(), &y, 3, 1.0 / 120.0, &theta);
+        let gmax = g.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert!(gmax < 1e-3, "gradient {gmax}");
+        // Stronger regularisation shrinks the weights.
+        let mut strong = LogisticRegression::new(LogRegParams { c: 0.01, ..Default::default() });
+        strong.fit(&TrainingSet { x: x.view(), labels: &y, n_classes: 3, genes: &[] }, 0).unwrap();
+        let norm = |w: &Array2<f32>| w.iter().map(|v| v * v).sum::<f32>();
+        assert!(norm(&strong.w) < 0.5 * norm(&lr.w));
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let (x, y) = blobs(12, 5, 3);
+        let theta: Vec<f32> = (0..3 * 5 + 3).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
+        let (_, g) = LogisticRegression::eval(x.view(), &y, 3, 0.1, &theta);
+        for i in [0, 4, 9, 15, 17] {
+            let h = 1e-2;
+            let mut tp = theta.clone();
+            tp[i] += h;
+            let mut tm = theta.clone();
+            tm[i] -= h;
+            let fd = (LogisticRegression::eval(x.view(), &y, 3, 0.1, &tp).0 - LogisticRegression::eval(x.view(), &y, 3, 0.1, &tm).0)
+                / (2.0 * h as f64);
+            assert!((fd - g[i] as f64).abs() < 2e-3, "θ[{i}]: finite difference {fd} vs gradient {}", g[i]);
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let (x, y) = blobs(6, 4, 1);
+        let mut lr = LogisticRegression::new(LogRegParams::default());
+        assert!(lr.predict(x.view()).is_err());
+        assert!(lr.fit(&TrainingSet { x: x.view(), labels: &y[..5], n_classes: 3, genes: &[] }, 0).is_err());
+        assert!(lr.fit(&TrainingSet { x: x.view(), labels: &y, n_classes: 2, genes: &[] }, 0).is_err());
+    }
+}
