@@ -185,7 +185,7 @@ fn optimise(
     let config_json = serde_json::to_string(&cfg.relevant())?;
     let mut st = State { norm: (f64::NAN, f64::NAN), gene_norm: f64::NAN, history: vec![] };
     // Gene-space targets: per-class means and standard deviations of the real cells.
-    let gene_targets = (cfg.gene_weight > 0.0).then(|| {
+    let gene_targets = (codes && cfg.gene_weight > 0.0).then(|| {
         let g = store.gene_means.first().map_or(0, |v| v.len()) as i64;
         let t = |v: &[Vec<f32>]| Tensor::from_slice(&v.concat()).reshape([n_classes as i64, g]).to_device(device);
         (t(&store.gene_means), t(&store.gene_stds))
