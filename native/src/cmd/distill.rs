@@ -35,12 +35,12 @@ pub struct Args {
     /// Real cells per class per step for DC's real gradients.
     #[arg(long, default_value_t = DistillParams::default().real_batch)]
     pub real_batch: usize,
-    /// Where codes start: random (SPC real cells of each class, encoded) or kmeans (centroids of
-    /// SPC k-means clusters of each class's encoder features).
+    /// Where codes start: kmeans (centroids of SPC k-means clusters of each class's encoder
+    /// features) or random (SPC real cells of each class, encoded: the paper's).
     #[arg(long, default_value_t = DistillParams::default().init.name().to_string())]
     pub init: String,
-    /// Weight of gene-space matching (decoded cells' class gene means and stds vs the real ones)
-    /// next to DM/DC; 0 = off.
+    /// Weight of gene-space matching next to DM/DC: each decoded cell against the mean cell of
+    /// the real cluster it stands for; 0 = off.
     #[arg(long, default_value_t = DistillParams::default().gene_weight)]
     pub gene_weight: f64,
     #[arg(long, default_value_t = DistillParams::default().seed)]

@@ -3,17 +3,17 @@
 use crate::nn::rng;
 use rand::Rng;
 
-/// `k` centroids of the rows of `x` (`n × dim`, row-major). With `n ≤ k` the rows themselves
-/// (repeated cyclically). Each centroid is scaled to the mean norm of its members, so that
-/// centroids of features on a sphere stay on it.
-pub fn centroids(x: &[f32], dim: usize, k: usize, seed: u64, tag: u64) -> Vec<f32> {
+/// `k` centroids of the rows of `x` (`n × dim`, row-major) and the cluster of every row. With
+/// `n ≤ k` the rows themselves (repeated cyclically; row i in cluster i). Each centroid is
+/// scaled to the mean norm of its members, so that centroids of features on a sphere stay on it.
+pub fn kmeans(x: &[f32], dim: usize, k: usize, seed: u64, tag: u64) -> (Vec<f32>, Vec<usize>) {
     let n = x.len() / dim;
     let row = |i: usize| &x[i * dim..(i + 1) * dim];
     if n == 0 || k == 0 {
-        return vec![];
+        return (vec![], vec![]);
     }
     if n <= k {
-        return (0..k).flat_map(|j| row(j % n).to_vec()).collect();
+        return ((0..k).flat_map(|j| row(j % n).to_vec()).collect(), (0..n).collect());
     }
     let d2 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| ((p - q) as f64).powi(2)).sum::<f64>();
     let mut r = rng::stream(seed, "distill/kmeans", tag);
@@ -84,7 +84,12 @@ pub fn centroids(x: &[f32], dim: usize, k: usize, seed: u64, tag: u64) -> Vec<f3
             cj.iter_mut().for_each(|v| *v *= s);
         }
     }
-    c.concat()
+    (c.concat(), assign)
+}
+
+/// The centroids of [`kmeans`].
+pub fn centroids(x: &[f32], dim: usize, k: usize, seed: u64, tag: u64) -> Vec<f32> {
+    kmeans(x, dim, k, seed, tag).0
 }
 
 #[cfg(test)]

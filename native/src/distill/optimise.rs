@@ -56,7 +56,8 @@ pub fn estimate_bytes(p: &DistillParams, n_classes: usize, genes: usize, latent:
     let n = (n_classes * p.spc) as f64;
     let per_cell = if p.method.produces_codes() {
         // S, S leaf, ∂L/∂S, decoder/denoiser activations kept for the backward, Z + Adam state
-        4.0 * genes as f64 + 3.0 * hidden_sum as f64 + 6.0 * latent as f64
+        // (+ the gene-space targets and their accumulator)
+        6.0 * genes as f64 + 3.0 * hidden_sum as f64 + 6.0 * latent as f64
     } else {
         // the cells are the variable: value, two moments, scratch, gradient, S leaf
         7.0 * genes as f64 + 2.0 * hidden_sum as f64
@@ -75,6 +76,60 @@ fn fresh_head(n_classes: usize, dim: usize, seed: u64, step: usize, device: Devi
         Tensor::from_slice(&w).reshape([n_classes as i64, dim as i64]).to_device(device),
         Tensor::from_slice(&b).to_device(device),
     )
+}
+
+/// The gene-space target of every synthetic cell: the mean log-normalised cell of the real
+/// cluster it stands for (`slot_of_syn[i]` indexes the clusters, class by class in slice
+/// order). One streaming pass over the training cells.
+fn gene_targets(
+    job: &Job,
+    store: &FeatureStore,
+    slices: &[matching::ClassSlice],
+    clusters: &[(Vec<f32>, Vec<usize>)],
+    slot_of_syn: &[usize],
+    device: Device,
+) -> Result<Tensor> {
+    let genes = job.source.n_genes();
+    let n_slots: usize = slices.iter().map(|s| s.len as usize).sum();
+    // Real row → cluster slot.
+    let mut slot_of_row = vec![u32::MAX; job.source.reader.n_rows()];
+    for (sl, (_, assign)) in slices.iter().zip(clusters) {
+        for (p, &row) in store.class_rows[sl.class as usize].iter().enumerate() {
+            if let Some(&a) = assign.get(p) {
+                slot_of_row[row] = (sl.start as usize + a) as u32;
+            }
+        }
+    }
+    let mut sums = vec![0f32; n_slots * genes];
+    let mut counts = vec![0usize; n_slots];
+    let n = slot_of_row.len();
+    let mut start = 0;
+    while start < n {
+        let end = (start + super::real::CHUNK_ROWS).min(n);
+        if slot_of_row[start..end].iter().any(|&s| s != u32::MAX) {
+            let x = job.source.range(start..end)?;
+            for k in 0..x.n_rows() {
+                let slot = slot_of_row[start + k];
+                if slot == u32::MAX {
+                    continue;
+                }
+                counts[slot as usize] += 1;
+                let (cols, vals) = x.row(k);
+                let row = &mut sums[slot as usize * genes..(slot as usize + 1) * genes];
+                for (&j, &v) in cols.iter().zip(vals) {
+                    row[j as usize] += v;
+                }
+            }
+        }
+        start = end;
+    }
+    for (slot, c) in counts.iter().enumerate() {
+        if *c > 0 {
+            sums[slot * genes..(slot + 1) * genes].iter_mut().for_each(|v| *v /= *c as f32);
+        }
+    }
+    let per_syn: Vec<f32> = slot_of_syn.iter().flat_map(|&s| sums[s * genes..(s + 1) * genes].iter().copied()).collect();
+    Ok(Tensor::from_slice(&per_syn).reshape([slot_of_syn.len() as i64, genes as i64]).to_device(device))
 }
 
 /// Runs `none`, `dm`, `dc`, `dm+dc`, `dm-data` and `dc-data`.
@@ -119,14 +174,24 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
     let x0 = dense_tensor(&job.source.rows(&plan.init_rows)?, device);
     let classes_t = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device);
     let t = Tensor::full([labels.len() as i64], cfg.timestep as i64, (Kind::Int64, device));
+    // Per class, k-means of the real features into SPC clusters: the k-means start and the
+    // gene-space targets (the clusters' mean cells).
+    let gene_matching = codes && cfg.method.optimises() && cfg.gene_weight > 0.0;
+    let clusters = match store.as_ref().filter(|_| kmeans || gene_matching) {
+        Some(store) => {
+            let mut v = Vec::with_capacity(slices.len());
+            for sl in &slices {
+                let f = store.read(&store.class_rows[sl.class as usize])?;
+                v.push(super::kmeans::kmeans(&f, job.latent_dim, sl.len as usize, cfg.seed, sl.class as u64));
+            }
+            Some(v)
+        }
+        None => None,
+    };
     let init = if codes {
-        let z0 = match store.as_ref().filter(|_| kmeans) {
-            Some(store) => {
-                let mut z = Vec::with_capacity(labels.len() * job.latent_dim);
-                for sl in &slices {
-                    let f = store.read(&store.class_rows[sl.class as usize])?;
-                    z.extend(super::kmeans::centroids(&f, job.latent_dim, sl.len as usize, cfg.seed, sl.class as u64));
-                }
+        let z0 = match clusters.as_ref().filter(|_| kmeans) {
+            Some(c) => {
+                let z: Vec<f32> = c.iter().flat_map(|(centroids, _)| centroids.iter().copied()).collect();
                 Tensor::from_slice(&z).reshape([labels.len() as i64, latent]).to_device(device)
             }
             None => tch::no_grad(|| model.encode(&x0, false))?,
@@ -138,11 +203,32 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
     } else {
         x0
     };
+    let targets = match (clusters.as_ref(), store.as_ref()) {
+        (Some(c), Some(store)) if gene_matching => {
+            // Which cluster each synthetic cell stands for: its own with the k-means start;
+            // with random real cells, the cluster of the cell it started from.
+            let mut slot_of_syn = Vec::with_capacity(labels.len());
+            for (sl, (centroids, assign)) in slices.iter().zip(c) {
+                for j in 0..sl.len as usize {
+                    let k = if kmeans {
+                        j
+                    } else {
+                        let row = plan.init_rows[sl.start as usize + j];
+                        let pos = store.class_rows[sl.class as usize].binary_search(&row).ok();
+                        pos.map_or(j, |p| assign.get(p).copied().unwrap_or(j))
+                    };
+                    slot_of_syn.push(sl.start as usize + k.min(centroids.len() / job.latent_dim - 1));
+                }
+            }
+            Some(gene_targets(job, store, &slices, c, &slot_of_syn, device)?)
+        }
+        _ => None,
+    };
     let var = init.detach().copy();
 
     // The feature store is scratch space: removed whatever the loop's outcome.
     let result = match store.as_ref().filter(|_| cfg.method.optimises()) {
-        Some(store) => optimise(cfg, job, model, store, &var, &classes_t, &t, &slices, &mut log),
+        Some(store) => optimise(cfg, job, model, store, &var, &classes_t, &t, &slices, targets.as_ref(), &mut log),
         None => Ok(()),
     };
     if let Some(s) = store {
@@ -169,6 +255,7 @@ fn optimise(
     classes_t: &Tensor,
     t: &Tensor,
     slices: &[matching::ClassSlice],
+    gene_targets: Option<&Tensor>,
     log: &mut RunLog,
 ) -> Result<()> {
     let device = model.device;
@@ -184,12 +271,6 @@ fn optimise(
     let mut opt = AdamW::new(vec![("var".into(), var.shallow_clone())], cfg.lr * rms.max(1e-8), 0.0);
     let config_json = serde_json::to_string(&cfg.relevant())?;
     let mut st = State { norm: (f64::NAN, f64::NAN), gene_norm: f64::NAN, history: vec![] };
-    // Gene-space targets: per-class means and standard deviations of the real cells.
-    let gene_targets = (codes && cfg.gene_weight > 0.0).then(|| {
-        let g = store.gene_means.first().map_or(0, |v| v.len()) as i64;
-        let t = |v: &[Vec<f32>]| Tensor::from_slice(&v.concat()).reshape([n_classes as i64, g]).to_device(device);
-        (t(&store.gene_means), t(&store.gene_stds))
-    });
     let mut head = (Tensor::zeros([0], (Kind::Float, device)), Tensor::zeros([0], (Kind::Float, device)));
     let mut start = 0usize;
     if ctl.resume {
@@ -273,8 +354,8 @@ fn optimise(
             loss += dc / st.norm.1;
         }
         let mut gene_v = 0.0;
-        if let Some((means, stds)) = &gene_targets {
-            let gl = matching::gene_loss(&s_leaf, slices, means, stds);
+        if let Some(targets) = gene_targets {
+            let gl = matching::gene_loss(&s_leaf, targets);
             gene_v = f64::try_from(&gl)?;
             if st.gene_norm.is_nan() {
                 st.gene_norm = gene_v.max(1e-12);

@@ -70,6 +70,11 @@ impl CellSource {
         self.prepare(self.reader.read_row_indices(rows)?)
     }
 
+    /// Genes per cell of the model input.
+    pub fn n_genes(&self) -> usize {
+        self.n_model_genes
+    }
+
     /// Model input for a contiguous range.
     pub fn range(&self, rows: std::ops::Range<usize>) -> Result<CsrMatrix> {
         self.prepare(self.reader.read_rows(rows)?)
@@ -96,10 +101,6 @@ pub struct FeatureStore {
     /// Mean L2 norm of the features: matching divides every feature by it, so losses and step
     /// sizes do not depend on the encoder's output scale.
     pub mean_norm: f64,
-    /// Per class, the mean and the standard deviation of every gene's log-normalised value
-    /// (model gene order): the targets of gene-space matching.
-    pub gene_means: Vec<Vec<f32>>,
-    pub gene_stds: Vec<Vec<f32>>,
 }
 
 impl FeatureStore {
@@ -125,25 +126,12 @@ impl FeatureStore {
             }
         }
         let mut norm_sum = 0f64;
-        let n_genes = source.n_model_genes;
-        let mut gsum = vec![vec![0f64; n_genes]; n_classes];
-        let mut gsq = vec![vec![0f64; n_genes]; n_classes];
         // A small store is also kept as it is written (no second pass over the file).
         let mut memory = (n * dim * 4 <= IN_MEMORY_BYTES).then(|| Vec::with_capacity(n * dim));
         let mut start = 0;
         while start < n {
             let end = (start + CHUNK_ROWS).min(n);
             let x = source.range(start..end)?;
-            for k in 0..x.n_rows() {
-                if let Some(c) = class_of[start + k] {
-                    let (cols, vals) = x.row(k);
-                    let (s, q) = (&mut gsum[c as usize], &mut gsq[c as usize]);
-                    for (&j, &v) in cols.iter().zip(vals) {
-                        s[j as usize] += v as f64;
-                        q[j as usize] += (v as f64) * (v as f64);
-                    }
-                }
-            }
             let f = encode(&x)?;
             if f.len() != (end - start) * dim {
                 bail!("encoder returned {} values for {} rows of width {dim}", f.len(), end - start);
@@ -173,27 +161,9 @@ impl FeatureStore {
             .zip(&class_rows)
             .map(|(s, rows)| s.iter().map(|v| (v / rows.len().max(1) as f64) as f32).collect())
             .collect();
-        let mut gene_means = Vec::with_capacity(n_classes);
-        let mut gene_stds = Vec::with_capacity(n_classes);
-        for ((s, q), rows) in gsum.iter().zip(&gsq).zip(&class_rows) {
-            let m = rows.len().max(1) as f64;
-            gene_means.push(s.iter().map(|v| (v / m) as f32).collect());
-            gene_stds.push(s.iter().zip(q).map(|(v, w)| ((w / m) - (v / m).powi(2)).max(0.0).sqrt() as f32).collect());
-        }
         let file = File::open(path)?;
         let mean_norm = if n > 0 && norm_sum > 0.0 { norm_sum / n as f64 } else { 1.0 };
-        Ok(FeatureStore {
-            path: path.to_path_buf(),
-            file,
-            memory,
-            dim,
-            n_rows: n,
-            class_means,
-            class_rows,
-            mean_norm,
-            gene_means,
-            gene_stds,
-        })
+        Ok(FeatureStore { path: path.to_path_buf(), file, memory, dim, n_rows: n, class_means, class_rows, mean_norm })
     }
 
     /// Feature rows `rows`, row-major.

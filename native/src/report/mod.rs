@@ -101,7 +101,66 @@ pub struct ResultEntry {
     /// or, for cell baselines, the synthetic `.h5ad`.
     #[serde(default)]
     pub output_bytes: Option<u64>,
+    /// Whether the synthetic cells are valid cells of the space.
+    #[serde(default)]
+    pub validity: Option<Validity>,
     pub files: BTreeMap<String, String>,
+}
+
+/// How far synthetic cells are from valid cells of the expression space.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Validity {
+    /// Fraction of values below 0 or above the space's largest value (log1p(1e4) = 9.21).
+    pub out_of_range: f64,
+    /// Median over cells of |Σ expm1(x) / target_sum − 1| (0: every cell sums to the target).
+    pub sum_deviation: f64,
+    pub max_value: f64,
+}
+
+/// [`Validity`] of log-normalised cells `x` in `space`.
+pub fn validity(x: &Array2<f32>, space: &scdd_core::graph::ExpressionSpace) -> Validity {
+    let hi = space.max_value() as f64 + 1e-4;
+    let total = x.len().max(1) as f64;
+    let out = x.iter().filter(|&&v| (v as f64) < 0.0 || (v as f64) > hi).count() as f64 / total;
+    let mut dev: Vec<f64> = x
+        .rows()
+        .into_iter()
+        .map(|r| {
+            let sum: f64 = r.iter().map(|&v| if space.log1p { (v as f64).exp_m1() } else { v as f64 }).sum();
+            (sum / space.target_sum as f64 - 1.0).abs()
+        })
+        .collect();
+    dev.sort_by(f64::total_cmp);
+    let sum_deviation = if dev.is_empty() { 0.0 } else { dev[dev.len() / 2] };
+    Validity { out_of_range: out, sum_deviation, max_value: x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64 }
+}
+
+/// The foundation autoencoder's reconstruction of its held-out cells.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FoundationSummary {
+    pub heldout_cells: usize,
+    pub mse: f64,
+    pub pearson: f64,
+    pub class_mean_mse: Option<f64>,
+    pub class_mean_pearson: Option<f64>,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+}
+
+fn foundation_summary(foundation: &Path) -> Option<FoundationSummary> {
+    let text = std::fs::read(crate::foundation::data::report_path(foundation)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let r = v.get("report")?;
+    let h = r.get("heldout")?;
+    Some(FoundationSummary {
+        heldout_cells: h.get("cells")?.as_u64()? as usize,
+        mse: h.get("mse")?.as_f64()?,
+        pearson: h.get("pearson")?.as_f64()?,
+        class_mean_mse: h.get("class_mean_mse").and_then(|v| v.as_f64()),
+        class_mean_pearson: h.get("class_mean_pearson").and_then(|v| v.as_f64()),
+        epochs_run: r.get("epochs_run")?.as_u64()? as usize,
+        best_epoch: r.get("best_epoch")?.as_u64()? as usize,
+    })
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -123,6 +182,9 @@ pub struct DatasetReport {
     pub marker_genes: Vec<(String, String)>,
     pub plots: Vec<String>,
     pub generator: String,
+    /// The foundation's held-out reconstruction (from its training report).
+    #[serde(default)]
+    pub foundation: Option<FoundationSummary>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -236,6 +298,7 @@ fn entry_from(
         distill_steps: None,
         distill_seconds: None,
         output_bytes: None,
+        validity: None,
         files: BTreeMap::new(),
     }
 }
@@ -275,6 +338,9 @@ fn dataset_report(cfg: &ReportConfig, d: &DatasetRun, main: Method, out: &Path) 
             }
         }
         e.output_bytes = std::fs::metadata(&r.distill_out).ok().map(|m| m.len());
+        if let Ok((x, _)) = synthetic_matrix(&r.cells, &bundle, label) {
+            e.validity = Some(validity(&x, &bundle.spec.space));
+        }
         e.files.insert("distilled".into(), r.distill_out.display().to_string());
         e.files.insert("cells".into(), r.cells.display().to_string());
         e.files.insert("eval".into(), r.eval.display().to_string());
@@ -413,6 +479,7 @@ fn dataset_report(cfg: &ReportConfig, d: &DatasetRun, main: Method, out: &Path) 
         marker_genes: markers.iter().map(|&(g, c)| (bundle.genes[g].clone(), classes[c].clone())).collect(),
         plots,
         generator: d.generator.display().to_string(),
+        foundation: foundation_summary(&d.foundation),
     })
 }
 
@@ -762,6 +829,17 @@ fn markdown(json: &ReportJson, cfg: &ReportConfig) -> Result<String> {
             d.n_test,
             d.classes.len()
         )?;
+        if let Some(f) = &d.foundation {
+            let cm = match (f.class_mean_mse, f.class_mean_pearson) {
+                (Some(m), Some(p)) => format!(" (the class-mean cell as reconstruction: MSE {m:.4}, Pearson {p:.3})"),
+                _ => String::new(),
+            };
+            writeln!(
+                s,
+                "Foundation autoencoder, {} held-out training cells: MSE {:.4}, per-cell Pearson {:.3}{cm}; best epoch {} of {}.\n",
+                f.heldout_cells, f.mse, f.pearson, f.best_epoch, f.epochs_run
+            )?;
+        }
         // Per-class accuracy: one row per synthetic set, one column per class.
         writeln!(s, "Per-class test accuracy (%); training cells per class in brackets:\n")?;
         let rows: Vec<&ResultEntry> = d.results.iter().chain(d.full.iter()).collect();
@@ -787,13 +865,20 @@ fn markdown(json: &ReportJson, cfg: &ReportConfig) -> Result<String> {
         if !d.results.is_empty() {
             let train = d.train_bytes.map(|b| format!(" (the training split's .h5ad: {})", fmt_bytes(b))).unwrap_or_default();
             writeln!(s, "\nDistillation: what is shared, its size{train}, final loss, steps and time:\n")?;
-            writeln!(s, "| Method | SPC | shared file | size | final loss | steps | time |\n|---|---:|---|---:|---:|---:|---:|")?;
+            writeln!(
+                s,
+                "| Method | SPC | shared file | size | final loss | steps | time | values out of range | median \\|Σ expm1 − target\\| |\n|---|---:|---|---:|---:|---:|---:|---:|---:|"
+            )?;
             for e in &d.results {
                 let file = e.files.get("distilled").and_then(|f| Path::new(f).extension()).map(|x| x.to_string_lossy().into_owned());
                 let dash = || "—".to_string();
+                let (oor, dev) = match &e.validity {
+                    Some(v) => (format!("{:.4} %", 100.0 * v.out_of_range), format!("{:.1} %", 100.0 * v.sum_deviation)),
+                    None => (dash(), dash()),
+                };
                 writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {oor} | {dev} |",
                     e.label,
                     e.spc.unwrap_or(0),
                     file.map(|x| format!(".{x}")).unwrap_or_else(dash),
