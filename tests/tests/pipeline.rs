@@ -121,7 +121,7 @@ fn run_report_and_stage_reuse() {
         assert_eq!(v["out_of_range"].as_f64().unwrap(), 0.0, "{v}");
         assert!(v["sum_deviation"].as_f64().unwrap() < 1e-3, "{v}");
     }
-    assert!(d["foundation"]["pearson"].as_f64().unwrap().is_finite());
+    assert!(d["foundation"]["heldout"]["pearson"].as_f64().unwrap().is_finite());
     assert!(d["full"]["accuracy_mean"].as_f64().unwrap() > 0.0);
     for f in ["embedding_tiny_spc1.svg", "embedding_tiny_spc3.svg", "loss_tiny.svg", "heatmap_tiny.svg", "accuracy_tiny.svg"] {
         let s = std::fs::read_to_string(report.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));

@@ -2,7 +2,7 @@
 //! `LogisticRegression(C=1)` objective (L2 on the weights, not the intercepts; the loss averaged
 //! over cells as scikit-learn ≥ 1.2 does), minimised with L-BFGS from zero. The problem is
 //! convex and the start fixed, so the fit does not depend on the seed.
-use super::{argmax_rows, softmax_xent_grad, Evaluator, TrainingSet};
+use super::{argmax_rows, check_predict, softmax_xent_grad, Evaluator, TrainingSet};
 use crate::error::{CoreError, Result};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
@@ -158,12 +158,7 @@ impl Evaluator for LogisticRegression {
     }
 
     fn predict(&self, x: ArrayView2<f32>) -> Result<Vec<u32>> {
-        if self.w.nrows() == 0 {
-            return Err(CoreError::Mismatch("evaluator used before fit".into()));
-        }
-        if x.ncols() != self.w.ncols() {
-            return Err(CoreError::data("lr", format!("{} genes, fitted on {}", x.ncols(), self.w.ncols())));
-        }
+        check_predict("lr", self.w.ncols(), &x)?;
         Ok(argmax_rows(&(x.dot(&self.w.t()) + &self.b)))
     }
 

@@ -3,7 +3,7 @@
 //! L2 penalty `alpha`, no input scaling. The step budget is epochs over the training set,
 //! capped, so a handful of synthetic cells and a full training set both train to convergence
 //! without the full set costing hundreds of epochs.
-use super::{argmax_rows, softmax_xent_grad, Evaluator, TrainingSet};
+use super::{argmax_rows, check_predict, softmax_xent_grad, Evaluator, TrainingSet};
 use crate::error::{CoreError, Result};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::{Rng, SeedableRng};
@@ -160,12 +160,7 @@ impl Evaluator for Mlp {
     }
 
     fn predict(&self, x: ArrayView2<f32>) -> Result<Vec<u32>> {
-        if self.w1.nrows() == 0 {
-            return Err(CoreError::Mismatch("evaluator used before fit".into()));
-        }
-        if x.ncols() != self.w1.ncols() {
-            return Err(CoreError::data("mlp", format!("{} genes, fitted on {}", x.ncols(), self.w1.ncols())));
-        }
+        check_predict("mlp", self.w1.ncols(), &x)?;
         let mut out = Vec::with_capacity(x.nrows());
         for chunk in x.axis_chunks_iter(Axis(0), 1024) {
             out.extend(argmax_rows(&self.logits(chunk).1));

@@ -64,6 +64,17 @@ pub trait Evaluator {
     }
 }
 
+/// Refuses `predict` before `fit` (no fitted genes) or on another number of genes.
+pub(crate) fn check_predict(name: &str, fitted_genes: usize, x: &ArrayView2<f32>) -> Result<()> {
+    if fitted_genes == 0 {
+        return Err(CoreError::Mismatch(format!("evaluator {name} used before fit")));
+    }
+    if x.ncols() != fitted_genes {
+        return Err(CoreError::data(name, format!("{} genes, fitted on {fitted_genes}", x.ncols())));
+    }
+    Ok(())
+}
+
 /// Index of the largest value of each row (the first on ties).
 pub fn argmax_rows(x: &Array2<f32>) -> Vec<u32> {
     x.rows()

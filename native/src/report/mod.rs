@@ -135,32 +135,14 @@ pub fn validity(x: &Array2<f32>, space: &scdd_core::graph::ExpressionSpace) -> V
     Validity { out_of_range: out, sum_deviation, max_value: x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64 }
 }
 
-/// The foundation autoencoder's reconstruction of its held-out cells.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FoundationSummary {
-    pub heldout_cells: usize,
-    pub mse: f64,
-    pub pearson: f64,
-    pub class_mean_mse: Option<f64>,
-    pub class_mean_pearson: Option<f64>,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-}
-
-fn foundation_summary(foundation: &Path) -> Option<FoundationSummary> {
+/// The foundation autoencoder's training report (`OUT.report.json` next to its bundle), if any.
+fn foundation_report(foundation: &Path) -> Option<crate::foundation::FoundationReport> {
+    #[derive(Deserialize)]
+    struct File {
+        report: crate::foundation::FoundationReport,
+    }
     let text = std::fs::read(crate::foundation::data::report_path(foundation)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    let r = v.get("report")?;
-    let h = r.get("heldout")?;
-    Some(FoundationSummary {
-        heldout_cells: h.get("cells")?.as_u64()? as usize,
-        mse: h.get("mse")?.as_f64()?,
-        pearson: h.get("pearson")?.as_f64()?,
-        class_mean_mse: h.get("class_mean_mse").and_then(|v| v.as_f64()),
-        class_mean_pearson: h.get("class_mean_pearson").and_then(|v| v.as_f64()),
-        epochs_run: r.get("epochs_run")?.as_u64()? as usize,
-        best_epoch: r.get("best_epoch")?.as_u64()? as usize,
-    })
+    serde_json::from_slice::<File>(&text).ok().map(|f| f.report)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -182,9 +164,9 @@ pub struct DatasetReport {
     pub marker_genes: Vec<(String, String)>,
     pub plots: Vec<String>,
     pub generator: String,
-    /// The foundation's held-out reconstruction (from its training report).
+    /// The foundation's training report: held-out reconstruction, epochs.
     #[serde(default)]
-    pub foundation: Option<FoundationSummary>,
+    pub foundation: Option<crate::foundation::FoundationReport>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -479,7 +461,7 @@ fn dataset_report(cfg: &ReportConfig, d: &DatasetRun, main: Method, out: &Path) 
         marker_genes: markers.iter().map(|&(g, c)| (bundle.genes[g].clone(), classes[c].clone())).collect(),
         plots,
         generator: d.generator.display().to_string(),
-        foundation: foundation_summary(&d.foundation),
+        foundation: foundation_report(&d.foundation),
     })
 }
 
@@ -830,14 +812,15 @@ fn markdown(json: &ReportJson, cfg: &ReportConfig) -> Result<String> {
             d.classes.len()
         )?;
         if let Some(f) = &d.foundation {
-            let cm = match (f.class_mean_mse, f.class_mean_pearson) {
+            let h = &f.heldout;
+            let cm = match (h.class_mean_mse, h.class_mean_pearson) {
                 (Some(m), Some(p)) => format!(" (the class-mean cell as reconstruction: MSE {m:.4}, Pearson {p:.3})"),
                 _ => String::new(),
             };
             writeln!(
                 s,
                 "Foundation autoencoder, {} held-out training cells: MSE {:.4}, per-cell Pearson {:.3}{cm}; best epoch {} of {}.\n",
-                f.heldout_cells, f.mse, f.pearson, f.best_epoch, f.epochs_run
+                h.cells, h.mse, h.pearson, f.best_epoch, f.epochs_run
             )?;
         }
         // Per-class accuracy: one row per synthetic set, one column per class.
