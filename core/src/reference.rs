@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 /// The version of what decoding means (bumped when the generator's output semantics change, e.g.
 /// 2: decoded cells projected onto valid cells). Caches of decoded cells and of codes optimised
 /// through the generator key on it.
-pub const DECODE_VERSION: u32 = 2;
+pub const DECODE_VERSION: u32 = 3;
 
 /// A bundle's tensors unpacked to f32 once, ready for repeated forward passes.
 pub struct CpuModel {

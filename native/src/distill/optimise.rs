@@ -17,6 +17,7 @@ use crate::params::Checked;
 use crate::train::checkpoint::{Checkpoint, CheckpointKind};
 use crate::train::Progress;
 use crate::Error;
+use scdd_core::graph::ExpressionSpace;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -79,21 +80,22 @@ fn fresh_head(n_classes: usize, dim: usize, seed: u64, step: usize, device: Devi
 }
 
 /// The gene-space target of every synthetic cell: the mean log-normalised cell of the real
-/// cluster it stands for (`slot_of_syn[i]` indexes the clusters, class by class in slice
+/// cluster it stands for, projected onto valid cells like the decoded ones (`slot_of_syn[i]` indexes the clusters, class by class in slice
 /// order). One streaming pass over the training cells.
 fn gene_targets(
     job: &Job,
     store: &FeatureStore,
     slices: &[matching::ClassSlice],
-    clusters: &[(Vec<f32>, Vec<usize>)],
+    clusters: &[(Vec<f32>, Vec<usize>, usize)],
     slot_of_syn: &[usize],
+    space: &ExpressionSpace,
     device: Device,
 ) -> Result<Tensor> {
     let genes = job.source.n_genes();
     let n_slots: usize = slices.iter().map(|s| s.len as usize).sum();
     // Real row → cluster slot.
     let mut slot_of_row = vec![u32::MAX; job.source.reader.n_rows()];
-    for (sl, (_, assign)) in slices.iter().zip(clusters) {
+    for (sl, (_, assign, _)) in slices.iter().zip(clusters) {
         for (p, &row) in store.class_rows[sl.class as usize].iter().enumerate() {
             if let Some(&a) = assign.get(p) {
                 slot_of_row[row] = (sl.start as usize + a) as u32;
@@ -128,8 +130,25 @@ fn gene_targets(
             sums[slot * genes..(slot + 1) * genes].iter_mut().for_each(|v| *v /= *c as f32);
         }
     }
+    // Targets are valid cells too: the decoded cells are projected onto them, so an unprojected
+    // mean (its Σ expm1 is below the target by Jensen) would be out of reach.
+    let mut means = ndarray::Array2::from_shape_vec((n_slots, genes), sums)?;
+    space.project(&mut means);
+    let sums = means.into_raw_vec_and_offset().0;
     let per_syn: Vec<f32> = slot_of_syn.iter().flat_map(|&s| sums[s * genes..(s + 1) * genes].iter().copied()).collect();
     Ok(Tensor::from_slice(&per_syn).reshape([slot_of_syn.len() as i64, genes as i64]).to_device(device))
+}
+
+/// Fewest real cells per k-means cluster of a class (so fewer clusters than SPC in a class with
+/// fewer than SPC × MIN_CLUSTER cells): a cluster's mean cell is the gene-space target of the
+/// synthetic cells that stand for it, and the mean of one or two sparse cells is out of the
+/// decoder's reach (measured on pbmc3k at SPC 10, whose two smallest classes have 7 and 15
+/// training cells).
+const MIN_CLUSTER: usize = 10;
+
+/// k-means clusters of a class with `n_cells` training cells and `spc` synthetic cells.
+fn n_clusters(n_cells: usize, spc: usize) -> usize {
+    (n_cells / MIN_CLUSTER).clamp(1, spc.max(1))
 }
 
 /// Runs `none`, `dm`, `dc`, `dm+dc`, `dm-data` and `dc-data`.
@@ -181,8 +200,16 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
         Some(store) => {
             let mut v = Vec::with_capacity(slices.len());
             for sl in &slices {
-                let f = store.read(&store.class_rows[sl.class as usize])?;
-                v.push(super::kmeans::kmeans(&f, job.latent_dim, sl.len as usize, cfg.seed, sl.class as u64));
+                let rows = &store.class_rows[sl.class as usize];
+                let f = store.read(rows)?;
+                // A cluster's mean cell is a smooth target only when it averages enough cells:
+                // at most one cluster per MIN_CLUSTER cells; the class's SPC synthetic cells
+                // share the clusters in turn.
+                let k = n_clusters(rows.len(), sl.len as usize);
+                let (centroids, assign) = super::kmeans::kmeans(&f, job.latent_dim, k, cfg.seed, sl.class as u64);
+                let d = job.latent_dim;
+                let cycled: Vec<f32> = (0..sl.len as usize).flat_map(|j| centroids[(j % k) * d..(j % k + 1) * d].iter().copied()).collect();
+                v.push((cycled, assign, k));
             }
             Some(v)
         }
@@ -191,7 +218,7 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
     let init = if codes {
         let z0 = match clusters.as_ref().filter(|_| kmeans) {
             Some(c) => {
-                let z: Vec<f32> = c.iter().flat_map(|(centroids, _)| centroids.iter().copied()).collect();
+                let z: Vec<f32> = c.iter().flat_map(|(centroids, _, _)| centroids.iter().copied()).collect();
                 Tensor::from_slice(&z).reshape([labels.len() as i64, latent]).to_device(device)
             }
             None => tch::no_grad(|| model.encode(&x0, false))?,
@@ -208,19 +235,19 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
             // Which cluster each synthetic cell stands for: its own with the k-means start;
             // with random real cells, the cluster of the cell it started from.
             let mut slot_of_syn = Vec::with_capacity(labels.len());
-            for (sl, (centroids, assign)) in slices.iter().zip(c) {
+            for (sl, (_, assign, n_clusters)) in slices.iter().zip(c) {
                 for j in 0..sl.len as usize {
                     let k = if kmeans {
-                        j
+                        j % n_clusters
                     } else {
                         let row = plan.init_rows[sl.start as usize + j];
                         let pos = store.class_rows[sl.class as usize].binary_search(&row).ok();
                         pos.map_or(j, |p| assign.get(p).copied().unwrap_or(j))
                     };
-                    slot_of_syn.push(sl.start as usize + k.min(centroids.len() / job.latent_dim - 1));
+                    slot_of_syn.push(sl.start as usize + k.min(n_clusters - 1));
                 }
             }
-            Some(gene_targets(job, store, &slices, c, &slot_of_syn, device)?)
+            Some(gene_targets(job, store, &slices, c, &slot_of_syn, &model.spec.space, device)?)
         }
         _ => None,
     };
@@ -517,6 +544,16 @@ mod tests {
         let (r, _) = run_once(DistillParams { init: Init::Random, ..km }, dir.path()).unwrap();
         assert_ne!(codes(&a), codes(&r));
         assert!(!dir.path().join("work").exists(), "the feature store is scratch space");
+    }
+
+    #[test]
+    fn small_classes_get_fewer_clusters_than_spc() {
+        assert_eq!(n_clusters(5000, 10), 10);
+        assert_eq!(n_clusters(100, 10), 10);
+        assert_eq!(n_clusters(99, 10), 9);
+        assert_eq!(n_clusters(15, 10), 1);
+        assert_eq!(n_clusters(3, 1), 1);
+        assert_eq!(n_clusters(0, 10), 1);
     }
 
     #[test]

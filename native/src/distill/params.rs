@@ -141,8 +141,12 @@ pub struct DistillParams {
     pub init: Init,
     /// Weight of gene-space matching, relative to DM/DC (each term is divided by its value at
     /// step 0): each decoded cell against the mean log-normalised cell of the real cluster it
-    /// stands for (SPC k-means clusters of each class's encoder features; at SPC 1 the class
-    /// mean), so the set becomes a k-means quantisation of each class in gene space. 0: off.
+    /// stands for (k-means clusters of each class's encoder features, SPC of them or one per 10
+    /// cells if fewer; at SPC 1 the class mean), made a valid cell like the decoded ones, so the
+    /// set becomes a k-means quantisation of each class in gene space. The default (1000) lets
+    /// this term lead and DM/DC refine: lower weights let DM/DC pull the cells of similar
+    /// classes apart in feature space at the cost of the gene-space classifiers (native/README.md,
+    /// "How the defaults were chosen"). 0: off.
     /// Latent-code methods only (`dm-data` and `dc-data` stay the paper's baselines).
     pub gene_weight: f64,
 }
@@ -163,7 +167,7 @@ impl Default for DistillParams {
             // Both chosen on pancreas, human_kidney and pbmc68k_reduced by the gene-space
             // evaluators (native/README.md, "How the defaults were chosen").
             init: Init::Kmeans,
-            gene_weight: 10.0,
+            gene_weight: 1000.0,
         }
     }
 }

@@ -410,21 +410,73 @@ impl TchModel {
     }
 }
 
-/// [`scdd_core::graph::ExpressionSpace::project`] on tensors, differentiable: rows (B, G)
-/// clamped at 0 and rescaled so `Σ expm1 = target_sum` (log1p) or `Σ = target_sum`.
+/// [`scdd_core::graph::ExpressionSpace::project`] on rows (B, G): `max(0, x + λ·n(x))` with
+/// `n = e^x` (log1p) or `1` (counts) and each row's `λ` solved, as in the core, by safeguarded
+/// Newton in f64 inside the same closed-form bracket, all rows at once. Gradients flow through
+/// `x + λ(x)·n(x)`, with `λ(x)` differentiated implicitly, and the clamp.
 pub fn project(x: &Tensor, space: &scdd_core::graph::ExpressionSpace) -> Tensor {
-    let x = x.relu();
     if space.target_sum <= 0.0 {
-        return x;
+        return x.relu();
     }
-    let c = if space.log1p { x.expm1() } else { x };
-    let sum = c.sum_dim_intlist(Some([1i64].as_slice()), true, Kind::Float).clamp_min(1e-12);
-    let scaled = c * (space.target_sum as f64) / sum;
-    if space.log1p {
-        scaled.log1p()
-    } else {
-        scaled
-    }
+    let log1p = space.log1p;
+    let target = space.target_sum as f64;
+    let normal = |v: &Tensor| if log1p { v.exp() } else { v.ones_like() };
+    let lambda = tch::no_grad(|| {
+        let xd = x.to_kind(Kind::Double);
+        let n = normal(&xd);
+        let dim = Some([1i64].as_slice());
+        // f(λ) = Σ count(max(0, x + λ n)) − target and its derivative, per row.
+        let f = |l: &Tensor| {
+            let y = (&xd + l * &n).relu();
+            let pos = y.gt(0.0).to_kind(Kind::Double);
+            let (c, dc) = if log1p { let e = y.exp(); (&e - 1.0, e) } else { (y.shallow_clone(), y.ones_like()) };
+            let s = (c * &pos).sum_dim_intlist(dim, true, Kind::Double) - target;
+            let d = (dc * &n * &pos).sum_dim_intlist(dim, true, Kind::Double);
+            (s, d)
+        };
+        let zero = xd.narrow(1, 0, 1).zeros_like();
+        let (f0, d0) = f(&zero);
+        let max = xd.amax(dim.unwrap(), true).clamp_min(0.0);
+        let top = if log1p { target.ln_1p() } else { target };
+        let hi_below = (-&max + top).clamp_min(0.0) / normal(&max);
+        let ratio = (&xd / &n).where_self(&xd.gt(0.0), &xd.zeros_like());
+        let lo_above = -ratio.amax(dim.unwrap(), true);
+        let below = f0.lt(0.0);
+        let mut lo = zero.where_self(&below, &lo_above);
+        let mut hi = hi_below.where_self(&below, &zero);
+        let mut l = zero.shallow_clone();
+        let (mut fl, mut dl) = (f0, d0);
+        let any_positive = xd.gt(0.0).any_dim(1, true);
+        for _ in 0..200 {
+            let done = fl.abs().le(1e-9 * target).logical_or(&any_positive.logical_not());
+            if bool::try_from(done.all()).unwrap_or(true) {
+                break;
+            }
+            let above = fl.gt(0.0);
+            hi = l.where_self(&above, &hi);
+            lo = lo.where_self(&above, &l);
+            let newton = &l - &fl / dl.clamp_min(1e-300);
+            let inside = newton.gt_tensor(&lo).logical_and(&newton.lt_tensor(&hi)).logical_and(&dl.gt(0.0));
+            let next = newton.where_self(&inside, &((&lo + &hi) * 0.5));
+            l = next.where_self(&done.logical_not(), &l);
+            (fl, dl) = f(&l);
+        }
+        l.where_self(&any_positive, &zero).to_kind(Kind::Float)
+    });
+    // λ as a function of x, to first order (implicit function theorem on F(x, λ) = Σ count(y) −
+    // target = 0): λ̃ = λ − (F(x, λ) − F(x, λ)|detached) / ∂F/∂λ. Its value is λ; its gradient
+    // tells the optimiser that lowering one gene raises the others. Without it, pulling a
+    // gene down is undone by the next projection, which lifts every other gene instead.
+    let n = normal(x);
+    let pre = x + &lambda * &n;
+    let pos = pre.gt(0.0).to_kind(Kind::Float).detach();
+    let y = pre.relu();
+    let (count, slope) = if log1p { (y.expm1(), y.exp()) } else { (y.shallow_clone(), y.ones_like()) };
+    let dim = Some([1i64].as_slice());
+    let total = (count * &pos).sum_dim_intlist(dim, true, Kind::Float);
+    let d_lambda = (slope * &n * &pos).sum_dim_intlist(dim, true, Kind::Float).detach().clamp_min(1e-12);
+    let lambda = &lambda - (&total - total.detach()) / d_lambda;
+    (x + lambda * n).relu()
 }
 
 fn activate(x: &Tensor, a: Activation) -> Tensor {
@@ -515,6 +567,52 @@ mod tests {
         let g = cpu.generate(&z, 7, &cs).unwrap();
         close(&g, &m.generate(&zt, &Tensor::from_slice(&[7i64; 5]), &ct).unwrap());
         assert!(m.check_classes(&Tensor::from_slice(&[3i64])).is_err());
+    }
+
+    #[test]
+    fn projection_matches_the_core_and_has_gradients() {
+        use scdd_core::graph::ExpressionSpace;
+        // Rows below the target, above it, with negatives, all ≤ 0, and already valid.
+        let mut x = ndarray::Array2::from_shape_fn((5, 200), |(i, j)| {
+            let v = ((i * 31 + j * 17) % 23) as f32 / 23.0;
+            match i {
+                0 => v - 0.2,
+                1 => 3.0 * v + 2.5,
+                2 => if j == 0 { 8.0 } else { v * 0.1 },
+                3 => -v,
+                _ => v,
+            }
+        });
+        for space in [ExpressionSpace::default(), ExpressionSpace { target_sum: 500.0, log1p: false }] {
+            let mut valid = x.slice(ndarray::s![4..5, ..]).to_owned();
+            space.project(&mut valid);
+            x.row_mut(4).assign(&valid.row(0));
+            let xt = from_array(&x, Device::Cpu).set_requires_grad(true);
+            let yt = project(&xt, &space);
+            let mut want = x.clone();
+            space.project(&mut want);
+            let got = to_array(&yt.detach());
+            let d = (&want - &got).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
+            assert!(d < 1e-4, "tch vs core projection: max diff {d}");
+            assert!((&got.row(4) - &x.row(4)).mapv(f32::abs).iter().all(|&v| v < 1e-4), "a valid cell is left alone");
+            // The gradient (λ differentiated implicitly) against central differences in f64.
+            let w = Tensor::from_slice(&(0..200).map(|j| ((j * 13 % 7) as f32 - 3.0) / 3.0).collect::<Vec<_>>());
+            let loss = |x: &Tensor| (project(x, &space) * &w).sum(Kind::Float);
+            loss(&xt).backward();
+            let g = to_array(&xt.grad());
+            assert!(g.iter().all(|v| v.is_finite()));
+            for (i, j) in [(0usize, 3usize), (1, 5), (1, 150), (2, 0), (2, 7)] {
+                let eps = 1e-3;
+                let shifted = |e: f32| {
+                    let mut xe = x.clone();
+                    xe[[i, j]] += e;
+                    f64::try_from(loss(&from_array(&xe, Device::Cpu).to_kind(Kind::Double).to_kind(Kind::Float))).unwrap()
+                };
+                let fd = (shifted(eps) - shifted(-eps)) / (2.0 * eps as f64);
+                let an = g[[i, j]] as f64;
+                assert!((fd - an).abs() <= 0.05 * fd.abs().max(an.abs()) + 0.02, "∂L/∂x[{i},{j}]: {an} vs finite difference {fd}");
+            }
+        }
     }
 
     #[test]
