@@ -31,8 +31,8 @@ use std::ffi::{c_char, CStr, CString};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// `"SCDDPLUG"` as a little-endian u64: the first field of every descriptor.
-pub const SCDD_PLUGIN_MAGIC: u64 = u64::from_le_bytes(*b"SCDDPLUG");
+/// `"SCDDPLUG"` read as a little-endian u64: the first field of every descriptor.
+pub const SCDD_PLUGIN_MAGIC: u64 = 0x4755_4C50_4444_4353;
 /// Layout-breaking version of this ABI.
 pub const SCDD_PLUGIN_ABI_MAJOR: u32 = 1;
 /// Additive version of this ABI (fields appended).
@@ -41,13 +41,13 @@ pub const SCDD_PLUGIN_ABI_MINOR: u32 = 0;
 pub const DESCRIPTOR_SYMBOL: &str = "scdd_plugin_descriptor";
 
 /// Bits of [`ScddPluginDescriptor::needs`]: what the host must supply to `fit` and `predict`.
-pub const NEEDS_LOG_NORMALISED: u32 = 1;
+pub const SCDD_NEEDS_LOG_NORMALISED: u32 = 1;
 /// Gene names (`ScddFitInput::gene_names`; otherwise the host may pass null).
-pub const NEEDS_GENE_NAMES: u32 = 1 << 1;
+pub const SCDD_NEEDS_GENE_NAMES: u32 = 1 << 1;
 /// Raw counts next to the log-normalised matrix (`ScddFitInput::counts`, `ScddPredictInput::counts`).
-pub const NEEDS_COUNTS: u32 = 1 << 2;
+pub const SCDD_NEEDS_COUNTS: u32 = 1 << 2;
 /// Every bit this version defines; a plugin asking for another is refused.
-pub const NEEDS_KNOWN: u32 = NEEDS_LOG_NORMALISED | NEEDS_GENE_NAMES | NEEDS_COUNTS;
+pub const SCDD_NEEDS_KNOWN: u32 = SCDD_NEEDS_LOG_NORMALISED | SCDD_NEEDS_GENE_NAMES | SCDD_NEEDS_COUNTS;
 
 /// Return values of `fit` and `predict`.
 pub const SCDD_OK: i32 = 0;
@@ -56,14 +56,13 @@ pub const SCDD_ERROR: i32 = 1;
 /// The plugin panicked (Rust) or threw (C++); `last_error(model)` has the message.
 pub const SCDD_PANIC: i32 = 2;
 
-/// An opaque model owned by the plugin.
-#[repr(C)]
+/// An opaque model owned by the plugin (a forward-declared struct in C).
 pub struct ScddModel {
     _private: [u8; 0],
 }
 
 /// A dense row-major f32 matrix (`n_cells × n_genes`), borrowed for one call. `data` may be null
-/// only where the descriptor did not ask for the matrix (e.g. counts without `NEEDS_COUNTS`).
+/// only where the descriptor did not ask for the matrix (e.g. counts without `SCDD_NEEDS_COUNTS`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ScddMatrix {
@@ -78,14 +77,14 @@ pub struct ScddMatrix {
 pub struct ScddFitInput {
     /// Log-normalised cells (`log1p` of counts scaled to the bundle's total).
     pub x: ScddMatrix,
-    /// Raw counts of the same cells and genes (null data unless `NEEDS_COUNTS`).
+    /// Raw counts of the same cells and genes (null data unless `SCDD_NEEDS_COUNTS`).
     pub counts: ScddMatrix,
     /// Class id of each cell, `< n_classes`.
     pub labels: *const u32,
     pub n_classes: u32,
     /// `n_classes` names.
     pub class_names: *const *const c_char,
-    /// `n_genes` names (may be null unless `NEEDS_GENE_NAMES`).
+    /// `n_genes` names (may be null unless `SCDD_NEEDS_GENE_NAMES`).
     pub gene_names: *const *const c_char,
 }
 
@@ -108,17 +107,21 @@ pub struct ScddPredictOutput {
 }
 
 /// `create(config_json, seed)`: a new model, or null (then `last_error(NULL)` says why).
-pub type CreateFn = unsafe extern "C" fn(config_json: *const c_char, seed: u64) -> *mut ScddModel;
+pub type ScddCreateFn = unsafe extern "C" fn(config_json: *const c_char, seed: u64) -> *mut ScddModel;
 /// `fit(model, input)` → `SCDD_OK` / `SCDD_ERROR` / `SCDD_PANIC`.
-pub type FitFn = unsafe extern "C" fn(model: *mut ScddModel, input: *const ScddFitInput) -> i32;
+pub type ScddFitFn = unsafe extern "C" fn(model: *mut ScddModel, input: *const ScddFitInput) -> i32;
 /// `predict(model, input, output)` → `SCDD_OK` / `SCDD_ERROR` / `SCDD_PANIC`.
-pub type PredictFn =
+pub type ScddPredictFn =
     unsafe extern "C" fn(model: *mut ScddModel, input: *const ScddPredictInput, output: *mut ScddPredictOutput) -> i32;
 /// `free(model)`: releases a model from `create` (null is ignored).
-pub type FreeFn = unsafe extern "C" fn(model: *mut ScddModel);
+pub type ScddFreeFn = unsafe extern "C" fn(model: *mut ScddModel);
 /// `last_error(model)`: the last failure on this model (`NULL`: the last failed `create` on this
 /// thread); an empty string when there was none. Owned by the plugin.
-pub type LastErrorFn = unsafe extern "C" fn(model: *const ScddModel) -> *const c_char;
+pub type ScddLastErrorFn = unsafe extern "C" fn(model: *const ScddModel) -> *const c_char;
+
+/// The type of the one function a plugin exports, under the name `scdd_plugin_descriptor`
+/// ([`DESCRIPTOR_SYMBOL`]): it returns the plugin's static descriptor.
+pub type ScddDescriptorFn = unsafe extern "C" fn() -> *const ScddPluginDescriptor;
 
 /// The static description every plugin exports. Field order is the ABI: the first four fields
 /// never move.
@@ -131,7 +134,7 @@ pub struct ScddPluginDescriptor {
     pub abi_minor: u32,
     /// `sizeof(ScddPluginDescriptor)` as the plugin was built.
     pub descriptor_size: u32,
-    /// `NEEDS_*` bits.
+    /// `SCDD_NEEDS_*` bits.
     pub needs: u32,
     /// Plugin name (`[A-Za-z0-9_-]+`), static.
     pub name: *const c_char,
@@ -140,11 +143,11 @@ pub struct ScddPluginDescriptor {
     /// Comma-separated names of optional resources the config may point to (e.g. `gmt`), static;
     /// empty when none.
     pub resources: *const c_char,
-    pub create: CreateFn,
-    pub fit: FitFn,
-    pub predict: PredictFn,
-    pub free: FreeFn,
-    pub last_error: LastErrorFn,
+    pub create: ScddCreateFn,
+    pub fit: ScddFitFn,
+    pub predict: ScddPredictFn,
+    pub free: ScddFreeFn,
+    pub last_error: ScddLastErrorFn,
 }
 
 /// A descriptor in a `static` (its raw pointers all point at static data).
@@ -221,8 +224,8 @@ pub unsafe fn check_descriptor(d: *const ScddPluginDescriptor) -> Result<PluginI
         return Err(AbiError::TooSmall { size, need });
     }
     let d = &*d;
-    if d.needs & !NEEDS_KNOWN != 0 {
-        return Err(AbiError::UnknownNeeds(d.needs & !NEEDS_KNOWN));
+    if d.needs & !SCDD_NEEDS_KNOWN != 0 {
+        return Err(AbiError::UnknownNeeds(d.needs & !SCDD_NEEDS_KNOWN));
     }
     let s = |p: *const c_char, field: &'static str| -> Result<String, AbiError> {
         if p.is_null() {
@@ -463,7 +466,7 @@ pub unsafe extern "C" fn ffi_last_error<T: Evaluator>(model: *const ScddModel) -
 ///
 /// ```ignore
 /// scdd_plugin_api::export_plugin!(MyEvaluator, name: "my-evaluator", version: "0.1.0",
-///     needs: scdd_plugin_api::NEEDS_LOG_NORMALISED, resources: "");
+///     needs: scdd_plugin_api::SCDD_NEEDS_LOG_NORMALISED, resources: "");
 /// ```
 #[macro_export]
 macro_rules! export_plugin {

@@ -64,7 +64,7 @@ impl Evaluator for Centroid {
     }
 }
 
-export_plugin!(Centroid, name: "centroid-test", version: "0.3.1", needs: NEEDS_LOG_NORMALISED | NEEDS_GENE_NAMES, resources: "gmt, other");
+export_plugin!(Centroid, name: "centroid-test", version: "0.3.1", needs: SCDD_NEEDS_LOG_NORMALISED | SCDD_NEEDS_GENE_NAMES, resources: "gmt, other");
 
 fn desc() -> &'static ScddPluginDescriptor {
     unsafe { &*scdd_plugin_descriptor() }
@@ -112,7 +112,7 @@ fn the_host_reads_the_descriptor_and_calls_through_it() {
     assert_eq!(info.version, "0.3.1");
     assert_eq!((info.abi_major, info.abi_minor), (SCDD_PLUGIN_ABI_MAJOR, SCDD_PLUGIN_ABI_MINOR));
     assert_eq!(info.resources, vec!["gmt", "other"]);
-    assert_eq!(info.needs, NEEDS_LOG_NORMALISED | NEEDS_GENE_NAMES);
+    assert_eq!(info.needs, SCDD_NEEDS_LOG_NORMALISED | SCDD_NEEDS_GENE_NAMES);
 
     let o = data();
     let cfg = CString::new("{}").unwrap();
@@ -197,4 +197,9 @@ fn a_foreign_or_newer_descriptor_is_refused_naming_both_versions() {
     d.name = std::ptr::null();
     assert_eq!(unsafe { check_descriptor(&d) }, Err(AbiError::BadString("name")));
     assert_eq!(unsafe { check_descriptor(std::ptr::null()) }, Err(AbiError::NullDescriptor));
+}
+
+#[test]
+fn the_magic_spells_scddplug() {
+    assert_eq!(SCDD_PLUGIN_MAGIC, u64::from_le_bytes(*b"SCDDPLUG"));
 }
