@@ -34,6 +34,8 @@ enum Cmd {
     Run(cmd::run::Args),
     /// Benchmarks that print a table (io, train, distill).
     Bench(cmd::bench::Args),
+    /// Evaluator plugins found (SCDD_PLUGIN_PATH, the built-in folder, named files) and why any was refused.
+    Plugins(cmd::plugins::Args),
 }
 
 /// Exit status: 0 the result is written and good; 1 an error (one line on stderr); 2 bad
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Evaluate(a) => cmd::evaluate::run(a),
         Cmd::Run(a) => cmd::run::run(a),
         Cmd::Bench(a) => cmd::bench::run(a),
+        Cmd::Plugins(a) => cmd::plugins::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

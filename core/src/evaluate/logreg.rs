@@ -46,7 +46,7 @@ impl LogisticRegression {
         let d = x.ncols();
         let w = ArrayView2::from_shape((k, d), &theta[..k * d]).expect("θ holds k × d weights");
         let b = ArrayView2::from_shape((1, k), &theta[k * d..]).expect("θ holds k intercepts");
-        let (g, loss) = softmax_xent_grad(x.dot(&w.t()) + &b, labels);
+        let (g, loss) = softmax_xent_grad(x.dot(&w.t()) + b, labels);
         let mut gw = g.t().dot(&x);
         gw.scaled_add(lambda as f32, &w);
         let gb = g.sum_axis(Axis(0));

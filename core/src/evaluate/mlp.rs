@@ -96,7 +96,7 @@ impl Evaluator for Mlp {
     fn fit(&mut self, data: &TrainingSet, seed: u64) -> Result<()> {
         data.check()?;
         let p = self.params.clone();
-        if p.hidden == 0 || p.batch == 0 || !(p.lr > 0.0 && p.lr.is_finite()) || !(p.alpha >= 0.0) {
+        if p.hidden == 0 || p.batch == 0 || !(p.lr > 0.0 && p.lr.is_finite()) || p.alpha.is_nan() || p.alpha < 0.0 {
             return Err(CoreError::data("mlp", format!("{p:?}")));
         }
         let (n, d, k) = (data.x.nrows(), data.x.ncols(), data.n_classes);

@@ -5,6 +5,7 @@
 //! mean over the gene-space evaluators: what a recipient's own classifier would see.
 //! [`input`] turns files into evaluator input. This is where plugin evaluators will be hosted.
 pub mod input;
+pub mod plugins;
 
 use crate::error::{bail, Result};
 use crate::params::{self, Check, Checked};

@@ -436,11 +436,11 @@ pub fn project(x: &Tensor, space: &scdd_core::graph::ExpressionSpace) -> Tensor 
         };
         let zero = xd.narrow(1, 0, 1).zeros_like();
         let (f0, d0) = f(&zero);
-        let max = xd.amax(dim.unwrap(), true).clamp_min(0.0);
+        let max = xd.amax(1, true).clamp_min(0.0);
         let top = if log1p { target.ln_1p() } else { target };
         let hi_below = (-&max + top).clamp_min(0.0) / normal(&max);
         let ratio = (&xd / &n).where_self(&xd.gt(0.0), &xd.zeros_like());
-        let lo_above = -ratio.amax(dim.unwrap(), true);
+        let lo_above = -ratio.amax(1, true);
         let below = f0.lt(0.0);
         let mut lo = zero.where_self(&below, &lo_above);
         let mut hi = hi_below.where_self(&below, &zero);

@@ -1,0 +1,148 @@
+//! The plugin host, discovery half: where evaluator plugins are looked for and whether each is
+//! one scdd can call. A plugin is a shared library exporting `scdd_plugin_descriptor`
+//! (`scdd-plugin-api`); its descriptor is checked — magic, ABI version, size — before any other
+//! call. Running plugins (a worker subprocess per fit/predict) builds on this.
+//!
+//! Search order: paths named explicitly, then each directory of `SCDD_PLUGIN_PATH` (the
+//! platform's path-list syntax), then `plugins/` next to the `scdd` binary (the built-in
+//! folder). A directory contributes every file with the platform's shared-library extension.
+
+use scdd_plugin_api::{check_descriptor, PluginInfo, ScddDescriptorFn, DESCRIPTOR_SYMBOL};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The environment variable listing plugin directories.
+pub const PLUGIN_PATH_VAR: &str = "SCDD_PLUGIN_PATH";
+
+/// Where a candidate came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Named on the command line or in the config.
+    Path,
+    /// A directory of `SCDD_PLUGIN_PATH`.
+    EnvPath,
+    /// The `plugins/` folder next to the binary.
+    BuiltIn,
+}
+
+/// One candidate and the verdict on it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    pub path: PathBuf,
+    pub origin: Origin,
+    /// The descriptor when accepted.
+    pub info: Option<Info>,
+    /// Why it was refused.
+    pub refused: Option<String>,
+}
+
+/// A descriptor's contents, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Info {
+    pub name: String,
+    pub version: String,
+    pub abi: String,
+    pub needs: Vec<&'static str>,
+    pub resources: Vec<String>,
+}
+
+impl From<PluginInfo> for Info {
+    fn from(p: PluginInfo) -> Self {
+        let needs = [
+            (scdd_plugin_api::SCDD_NEEDS_LOG_NORMALISED, "log-normalised"),
+            (scdd_plugin_api::SCDD_NEEDS_GENE_NAMES, "gene-names"),
+            (scdd_plugin_api::SCDD_NEEDS_COUNTS, "counts"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| p.needs & bit != 0)
+        .map(|(_, n)| n)
+        .collect();
+        Info { name: p.name, version: p.version, abi: format!("{}.{}", p.abi_major, p.abi_minor), needs, resources: p.resources }
+    }
+}
+
+/// The built-in plugin folder: `plugins/` next to the running binary.
+pub fn builtin_dir() -> Option<PathBuf> {
+    std::env::current_exe().ok()?.parent().map(|d| d.join("plugins"))
+}
+
+/// Directories to search, in order: `SCDD_PLUGIN_PATH`, then the built-in folder.
+pub fn search_dirs() -> Vec<(PathBuf, Origin)> {
+    let mut dirs: Vec<(PathBuf, Origin)> = std::env::var_os(PLUGIN_PATH_VAR)
+        .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).map(|p| (p, Origin::EnvPath)).collect())
+        .unwrap_or_default();
+    if let Some(b) = builtin_dir() {
+        dirs.push((b, Origin::BuiltIn));
+    }
+    dirs
+}
+
+/// Every candidate: `paths` first, then the shared libraries of each search directory (sorted by
+/// name; a directory that does not exist contributes nothing). Each is probed.
+pub fn discover(paths: &[PathBuf]) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = paths.iter().map(|p| probe_candidate(p, Origin::Path)).collect();
+    for (dir, origin) in search_dirs() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == std::env::consts::DLL_EXTENSION))
+            .collect();
+        files.sort();
+        out.extend(files.iter().map(|p| probe_candidate(p, origin)));
+    }
+    out
+}
+
+fn probe_candidate(path: &Path, origin: Origin) -> Candidate {
+    match probe(path) {
+        Ok(info) => Candidate { path: path.to_path_buf(), origin, info: Some(info.into()), refused: None },
+        Err(why) => Candidate { path: path.to_path_buf(), origin, info: None, refused: Some(why) },
+    }
+}
+
+/// Loads `path`, finds the descriptor and checks it; the library is unloaded again. The reason
+/// for a refusal is one line naming the problem.
+pub fn probe(path: &Path) -> std::result::Result<PluginInfo, String> {
+    if !path.is_file() {
+        return Err(if path.exists() { "not a file".into() } else { "no such file".into() });
+    }
+    // SAFETY: loading runs the library's initialisers; a library that crashes there takes the
+    // caller with it (fit and predict run in worker subprocesses for that reason).
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("not a loadable shared library ({e})"))?;
+    // SAFETY: the symbol's type is the ABI's; check_descriptor reads nothing before the magic.
+    let info = unsafe {
+        let f = lib
+            .get::<ScddDescriptorFn>(format!("{DESCRIPTOR_SYMBOL}\0").as_bytes())
+            .map_err(|_| format!("no `{DESCRIPTOR_SYMBOL}` symbol: not an scdd plugin"))?;
+        check_descriptor(f()).map_err(|e| e.to_string())?
+    };
+    drop(lib);
+    Ok(info)
+}
+
+/// The candidates as a table.
+pub fn render(found: &[Candidate]) -> String {
+    if found.is_empty() {
+        let dirs: Vec<String> = search_dirs().iter().map(|(d, _)| d.display().to_string()).collect();
+        return format!("no plugins found (searched: {}; set {PLUGIN_PATH_VAR} or name a file)\n", dirs.join(", "));
+    }
+    let mut s = String::from("| name | version | ABI | needs | origin | path | status |\n|---|---|---|---|---|---|---|\n");
+    for c in found {
+        let origin = match c.origin {
+            Origin::Path => "path",
+            Origin::EnvPath => PLUGIN_PATH_VAR,
+            Origin::BuiltIn => "built-in",
+        };
+        let (name, version, abi, needs) = match &c.info {
+            Some(i) => (i.name.as_str(), i.version.as_str(), i.abi.as_str(), i.needs.join(", ")),
+            None => ("—", "—", "—", String::new()),
+        };
+        let status = match &c.refused {
+            None => "ok".to_string(),
+            Some(why) => format!("refused: {why}"),
+        };
+        s.push_str(&format!("| {name} | {version} | {abi} | {needs} | {origin} | {} | {status} |\n", c.path.display()));
+    }
+    s
+}

@@ -1,0 +1,89 @@
+//! Plugin discovery with real shared libraries: a plugin written in plain C from the header
+//! alone (plugins/examples/nearest_centroid.c), compiled here with the system C compiler, is
+//! found on SCDD_PLUGIN_PATH and by path; a text file, a library without the descriptor and a
+//! plugin of another ABI major version are listed as refused, each with its reason.
+
+mod common;
+use common::{scdd_env, workspace_root};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cc(sources: &[&Path], out: &Path) {
+    let root = workspace_root();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c99", "-O1", "-Wall", "-Werror", "-shared", "-fPIC", "-I"])
+        .arg(root.join("plugins/api/include"))
+        .args(sources)
+        .arg("-o")
+        .arg(out)
+        .arg("-lm")
+        .status()
+        .expect("a C compiler (cc) on PATH");
+    assert!(status.success(), "cc failed for {sources:?}");
+}
+
+fn lib_name(stem: &str) -> String {
+    format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION)
+}
+
+#[test]
+fn plugins_are_found_checked_and_refused_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = workspace_root();
+    let nc = dir.path().join(lib_name("nearest_centroid"));
+    cc(&[&root.join("plugins/examples/nearest_centroid.c")], &nc);
+
+    let other = dir.path().join("other.c");
+    std::fs::write(&other, "int not_a_plugin(void) { return 1; }\n").unwrap();
+    cc(&[&other], &dir.path().join(lib_name("other")));
+
+    let future = dir.path().join("future.c");
+    std::fs::write(
+        &future,
+        r#"#include "scdd_plugin.h"
+static const ScddPluginDescriptor D = { SCDD_PLUGIN_MAGIC, 99, 0, sizeof(ScddPluginDescriptor), 0,
+    "future", "9.9.9", "", 0, 0, 0, 0, 0 };
+const ScddPluginDescriptor *scdd_plugin_descriptor(void) { return &D; }
+"#,
+    )
+    .unwrap();
+    cc(&[&future], &dir.path().join(lib_name("future")));
+    std::fs::write(dir.path().join(lib_name("text")), "not a library\n").unwrap();
+
+    // A named copy outside the search path, and one missing file.
+    let named_dir = tempfile::tempdir().unwrap();
+    let named: PathBuf = named_dir.path().join(lib_name("copy"));
+    std::fs::copy(&nc, &named).unwrap();
+    let missing = named_dir.path().join("missing.so");
+
+    let env = [("SCDD_PLUGIN_PATH", dir.path().to_str().unwrap())];
+    let out = scdd_env(&["plugins", "--json", named.to_str().unwrap(), missing.to_str().unwrap()], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    let by_file = |f: &str| {
+        list.iter()
+            .find(|c| c["path"].as_str().unwrap().ends_with(f))
+            .unwrap_or_else(|| panic!("{f} not listed: {list:?}"))
+    };
+    for (f, origin) in [(lib_name("copy"), "path"), (lib_name("nearest_centroid"), "env-path")] {
+        let c = by_file(&f);
+        assert_eq!(c["origin"], origin);
+        assert!(c["refused"].is_null(), "{c}");
+        assert_eq!(c["info"]["name"], "nearest-centroid-c");
+        assert_eq!(c["info"]["version"], "1.0.0");
+        assert_eq!(c["info"]["abi"], format!("{}.{}", scdd_plugin_api::SCDD_PLUGIN_ABI_MAJOR, scdd_plugin_api::SCDD_PLUGIN_ABI_MINOR));
+        assert_eq!(c["info"]["needs"], serde_json::json!(["log-normalised"]));
+    }
+    let refused = |f: &str| by_file(f)["refused"].as_str().unwrap_or_else(|| panic!("{f} accepted")).to_string();
+    assert!(refused("missing.so").contains("no such file"));
+    assert!(refused(&lib_name("text")).contains("not a loadable shared library"));
+    assert!(refused(&lib_name("other")).contains("not an scdd plugin"));
+    let v = refused(&lib_name("future"));
+    assert!(v.contains("plugin ABI 99.0") && v.contains(&format!("ABI {}.", scdd_plugin_api::SCDD_PLUGIN_ABI_MAJOR)), "{v}");
+
+    // The table names the same verdicts.
+    let out = scdd_env(&["plugins"], &env);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| nearest-centroid-c | 1.0.0 |") && table.contains("refused: plugin ABI 99.0"), "{table}");
+}
