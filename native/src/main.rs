@@ -36,6 +36,9 @@ enum Cmd {
     Bench(cmd::bench::Args),
     /// Evaluator plugins found (SCDD_PLUGIN_PATH, the built-in folder, named files) and why any was refused.
     Plugins(cmd::plugins::Args),
+    /// Internal: runs one plugin fit + predict in its own process (started by scdd itself).
+    #[command(hide = true)]
+    PluginWorker(cmd::plugin_worker::Args),
 }
 
 /// Exit status: 0 the result is written and good; 1 an error (one line on stderr); 2 bad
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => cmd::run::run(a),
         Cmd::Bench(a) => cmd::bench::run(a),
         Cmd::Plugins(a) => cmd::plugins::run(a),
+        Cmd::PluginWorker(a) => cmd::plugin_worker::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,3 +87,53 @@ const ScddPluginDescriptor *scdd_plugin_descriptor(void) { return &D; }
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("| nearest-centroid-c | 1.0.0 |") && table.contains("refused: plugin ABI 99.0"), "{table}");
 }
+
+#[test]
+fn a_plugin_runs_in_a_worker_and_its_failures_stay_there() {
+    use scdd::evaluate::worker::{run_in_worker, PluginJob};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let root = workspace_root();
+    let nc = dir.path().join(lib_name("nearest_centroid"));
+    cc(&[&root.join("plugins/examples/nearest_centroid.c")], &nc);
+    let bad = dir.path().join(lib_name("misbehave"));
+    cc(&[&root.join("tests/c/misbehave.c")], &bad);
+
+    // Three classes, each high on its own gene, with noise.
+    let (g, k) = (6usize, 3usize);
+    let cell = |c: usize, i: usize| -> Vec<f32> { (0..g).map(|j| if j % k == c { 3.0 } else { 0.0 } + ((i * 7 + j * 3) % 5) as f32 * 0.2).collect() };
+    let (mut train, mut labels, mut test, mut truth) = (vec![], vec![], vec![], vec![]);
+    for i in 0..30 {
+        train.extend(cell(i % k, i));
+        labels.push((i % k) as u32);
+        test.extend(cell((i + 1) % k, i + 100));
+        truth.push(((i + 1) % k) as u32);
+    }
+    let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let genes: Vec<String> = (0..g).map(|j| format!("G{j}")).collect();
+    let job = |config: &'static str| PluginJob { config_json: config, seed: 1, class_names: &classes, genes: &genes, train: &train, labels: &labels, test: &test };
+    let worker = common::scdd_bin();
+    let limit = Duration::from_secs(20);
+
+    let p = run_in_worker(&worker, &nc, &job("{}"), limit).unwrap();
+    assert_eq!(p.labels, truth, "nearest centroid separates the three classes");
+    assert!(p.probs.chunks(k).all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-4));
+    assert_eq!(run_in_worker(&worker, &bad, &job(r#"{"do": "ok"}"#), limit).unwrap().labels, vec![0; 30]);
+
+    let fail = |config: &'static str, limit: Duration| run_in_worker(&worker, &bad, &job(config), limit).unwrap_err();
+    assert!(fail(r#"{"do": "error"}"#, limit).contains("fit: this plugin refuses to fit"));
+    let e = fail(r#"{"do": "segfault"}"#, limit);
+    assert!(e.contains("signal 11") && e.contains("SIGSEGV"), "{e}");
+    let e = fail(r#"{"do": "abort"}"#, limit);
+    assert!(e.contains("signal 6") && e.contains("SIGABRT"), "{e}");
+    let t = std::time::Instant::now();
+    let e = fail(r#"{"do": "hang"}"#, Duration::from_secs(2));
+    assert!(e.contains("time limit of 2 s"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(15), "the hung worker was not stopped");
+    assert!(fail(r#"{"do": "nan"}"#, limit).contains("probability NaN"));
+    assert!(fail(r#"{"do": "range"}"#, limit).contains("class id 3 for cell 0, out of range"));
+    // Not a plugin: refused in the worker, before any call.
+    let text = dir.path().join("text.so");
+    std::fs::write(&text, "no").unwrap();
+    assert!(run_in_worker(&worker, &text, &job("{}"), limit).unwrap_err().contains("not a loadable shared library"));
+}

@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod generate;
 pub mod import_scimilarity;
 pub mod inspect;
+pub mod plugin_worker;
 pub mod plugins;
 pub mod run;
 pub mod split;

@@ -6,6 +6,7 @@
 //! [`input`] turns files into evaluator input. This is where plugin evaluators will be hosted.
 pub mod input;
 pub mod plugins;
+pub mod worker;
 
 use crate::error::{bail, Result};
 use crate::params::{self, Check, Checked};

@@ -1,0 +1,249 @@
+//! The plugin host, running half: each plugin fit + predict runs in a worker subprocess
+//! (`scdd plugin-worker`), so an error, a panic, an abort, a segfault or a hang costs only that
+//! evaluator's result. The host writes the job into a scratch directory (`job.json` plus raw
+//! little-endian arrays), starts the worker, waits up to a time limit (then kills it), and
+//! checks what comes back: one class id in range per test cell and finite probabilities whose
+//! rows sum to 1.
+
+use super::plugins::probe;
+use scdd_plugin_api::{
+    ScddDescriptorFn, ScddFitInput, ScddMatrix, ScddPredictInput, ScddPredictOutput, DESCRIPTOR_SYMBOL, SCDD_OK,
+};
+use serde::{Deserialize, Serialize};
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What one plugin run needs.
+pub struct PluginJob<'a> {
+    pub config_json: &'a str,
+    pub seed: u64,
+    pub class_names: &'a [String],
+    pub genes: &'a [String],
+    /// Training cells, row-major `n_train × genes.len()`.
+    pub train: &'a [f32],
+    pub labels: &'a [u32],
+    /// Test cells, row-major `n_test × genes.len()`.
+    pub test: &'a [f32],
+}
+
+/// A plugin's predictions for the test cells.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub labels: Vec<u32>,
+    /// `n_test × n_classes`, row-major.
+    pub probs: Vec<f32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JobHeader {
+    config_json: String,
+    seed: u64,
+    class_names: Vec<String>,
+    genes: Vec<String>,
+    n_train: usize,
+    n_test: usize,
+}
+
+static JOB_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn write_f32(path: &Path, v: &[f32]) -> std::io::Result<()> {
+    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+}
+
+fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
+    Ok(std::fs::read(path)?.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// Runs `plugin` on `job` in a worker subprocess (`worker` is the scdd binary) and checks the
+/// result. The error is one line naming what failed: the plugin's own message, a crash with
+/// its signal, the time limit, or an invalid result.
+pub fn run_in_worker(worker: &Path, plugin: &Path, job: &PluginJob, limit: Duration) -> Result<Prediction, String> {
+    let g = job.genes.len();
+    let (n_train, n_test) = (job.labels.len(), job.test.len().checked_div(g).unwrap_or(0));
+    if g == 0 || job.train.len() != n_train * g || job.test.len() != n_test * g {
+        return Err(format!("job: {} training and {} test values for {g} genes", job.train.len(), job.test.len()));
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "scdd-plugin-{}-{}",
+        std::process::id(),
+        JOB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let result = (|| {
+        let header = JobHeader {
+            config_json: job.config_json.to_string(),
+            seed: job.seed,
+            class_names: job.class_names.to_vec(),
+            genes: job.genes.to_vec(),
+            n_train,
+            n_test,
+        };
+        let io = |e: std::io::Error| format!("writing the job to {}: {e}", dir.display());
+        std::fs::write(dir.join("job.json"), serde_json::to_vec(&header).map_err(|e| e.to_string())?).map_err(io)?;
+        write_f32(&dir.join("train.f32"), job.train).map_err(io)?;
+        std::fs::write(dir.join("labels.u32"), job.labels.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).map_err(io)?;
+        write_f32(&dir.join("test.f32"), job.test).map_err(io)?;
+        let mut child = std::process::Command::new(worker)
+            .arg("plugin-worker")
+            .arg(plugin)
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the worker {}: {e}", worker.display()))?;
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+                break s;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("exceeded the time limit of {:.0} s and was stopped", limit.as_secs_f64()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+        if !status.success() {
+            return Err(describe_exit(status, &last));
+        }
+        let p: Prediction = serde_json::from_slice(&std::fs::read(dir.join("result.json")).map_err(|e| format!("no result: {e}"))?)
+            .map_err(|e| format!("unreadable result: {e}"))?;
+        check_prediction(&p, n_test, job.class_names.len())?;
+        Ok(p)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn describe_exit(status: std::process::ExitStatus, last: &str) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let name = match sig {
+                6 => " (SIGABRT: the plugin aborted)",
+                11 => " (SIGSEGV: the plugin crashed)",
+                7 => " (SIGBUS)",
+                8 => " (SIGFPE)",
+                9 => " (SIGKILL)",
+                _ => "",
+            };
+            return format!("worker killed by signal {sig}{name}");
+        }
+    }
+    if last.is_empty() {
+        format!("worker failed ({status})")
+    } else {
+        last.trim_start_matches("error: ").to_string()
+    }
+}
+
+/// One id in range per test cell; probabilities finite, in [0, 1], rows summing to 1.
+pub fn check_prediction(p: &Prediction, n_test: usize, n_classes: usize) -> Result<(), String> {
+    if p.labels.len() != n_test || p.probs.len() != n_test * n_classes {
+        return Err(format!("returned {} ids and {} probabilities for {n_test} cells × {n_classes} classes", p.labels.len(), p.probs.len()));
+    }
+    if let Some((i, &c)) = p.labels.iter().enumerate().find(|(_, &c)| c as usize >= n_classes) {
+        return Err(format!("returned class id {c} for cell {i}, out of range (0..{n_classes})"));
+    }
+    for (i, row) in p.probs.chunks(n_classes.max(1)).enumerate() {
+        if let Some(v) = row.iter().find(|v| !v.is_finite() || **v < 0.0 || **v > 1.0 + 1e-4) {
+            return Err(format!("returned probability {v} for cell {i}"));
+        }
+        let s: f32 = row.iter().sum();
+        if (s - 1.0).abs() > 1e-3 {
+            return Err(format!("returned probabilities summing to {s} for cell {i}"));
+        }
+    }
+    Ok(())
+}
+
+/// The worker's side (`scdd plugin-worker PLUGIN DIR`): load, check, create, fit, predict, write
+/// `DIR/result.json`. Runs in its own process; any failure is the returned error.
+pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
+    probe(plugin).map_err(|e| format!("{}: {e}", plugin.display()))?;
+    let header: JobHeader = serde_json::from_slice(&std::fs::read(dir.join("job.json")).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("job.json: {e}"))?;
+    let g = header.genes.len();
+    let train = read_f32(&dir.join("train.f32")).map_err(|e| e.to_string())?;
+    let test = read_f32(&dir.join("test.f32")).map_err(|e| e.to_string())?;
+    let labels: Vec<u32> = std::fs::read(dir.join("labels.u32"))
+        .map_err(|e| e.to_string())?
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if train.len() != header.n_train * g || test.len() != header.n_test * g || labels.len() != header.n_train {
+        return Err("job files do not match job.json".into());
+    }
+    let k = header.class_names.len();
+    let cstrings = |v: &[String]| -> Result<Vec<CString>, String> {
+        v.iter().map(|s| CString::new(s.as_str()).map_err(|_| format!("name {s:?} holds a NUL byte"))).collect()
+    };
+    let (class_c, gene_c) = (cstrings(&header.class_names)?, cstrings(&header.genes)?);
+    let class_p: Vec<_> = class_c.iter().map(|s| s.as_ptr()).collect();
+    let gene_p: Vec<_> = gene_c.iter().map(|s| s.as_ptr()).collect();
+    let config = CString::new(header.config_json.as_str()).map_err(|_| "config holds a NUL byte".to_string())?;
+    let mut out = Prediction { labels: vec![0; header.n_test], probs: vec![0.0; header.n_test * k] };
+    // SAFETY: the descriptor was checked by `probe`; every pointer passed below outlives the
+    // call it is passed to, and the output buffers have the sizes the ABI states.
+    unsafe {
+        let lib = libloading::Library::new(plugin).map_err(|e| e.to_string())?;
+        let d = &*(lib.get::<ScddDescriptorFn>(format!("{DESCRIPTOR_SYMBOL}\0").as_bytes()).map_err(|e| e.to_string())?)();
+        let err = |m: *const scdd_plugin_api::ScddModel| {
+            let p = (d.last_error)(m);
+            if p.is_null() {
+                String::from("(no message)")
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        let model = (d.create)(config.as_ptr(), header.seed);
+        if model.is_null() {
+            return Err(format!("create: {}", err(std::ptr::null())));
+        }
+        let none = ScddMatrix { data: std::ptr::null(), n_cells: 0, n_genes: 0 };
+        let fit = ScddFitInput {
+            x: ScddMatrix { data: train.as_ptr(), n_cells: header.n_train as u64, n_genes: g as u64 },
+            counts: none,
+            labels: labels.as_ptr(),
+            n_classes: k as u32,
+            class_names: class_p.as_ptr(),
+            gene_names: gene_p.as_ptr(),
+        };
+        let r = (d.fit)(model, &fit);
+        if r != SCDD_OK {
+            let m = err(model);
+            (d.free)(model);
+            return Err(format!("fit: {m}"));
+        }
+        let input = ScddPredictInput { x: ScddMatrix { data: test.as_ptr(), n_cells: header.n_test as u64, n_genes: g as u64 }, counts: none };
+        let mut output = ScddPredictOutput { labels: out.labels.as_mut_ptr(), probs: out.probs.as_mut_ptr() };
+        let r = (d.predict)(model, &input, &mut output);
+        if r != SCDD_OK {
+            let m = err(model);
+            (d.free)(model);
+            return Err(format!("predict: {m}"));
+        }
+        (d.free)(model);
+        drop(lib);
+    }
+    // Checked here too: JSON has no NaN, so a non-finite value must be named before writing.
+    check_prediction(&out, header.n_test, k)?;
+    let tmp = dir.join("result.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&out).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, dir.join("result.json")).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The scdd binary to start as the worker: this process's own executable.
+pub fn self_worker() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("cannot locate the scdd binary: {e}"))
+}
