@@ -478,10 +478,11 @@ impl ExpressionSpace {
     /// which makes this the Euclidean projection onto the scaled simplex), and `λ` is the unique
     /// root of `Σ expm1(y(λ)) = target_sum` (the left side increases in `λ`). To first order this
     /// is the nearest valid cell in log space, so it keeps a cell's log profile, which rescaling
-    /// the counts does not: on the class-mean cells of the five datasets in `../shared/data`,
-    /// count rescaling cost scikit-learn's logistic regression up to 22 accuracy points, this
-    /// projection none. Rows without a positive value stay zero (no cell to project). Every
-    /// decoder (tch, the CPU reference, WGSL) applies it after the decoder network.
+    /// the counts does not: on the class-mean cells of pbmc3k, human_kidney and pbmc68k_reduced
+    /// (`../shared/data`), count rescaling cost scikit-learn's logistic regression up to 22
+    /// accuracy points, this projection none. Rows without a positive value stay zero (no cell
+    /// to project). Every decoder (tch, the CPU reference; WGSL when it exists) applies it after
+    /// the decoder network.
     pub fn project(&self, x: &mut ndarray::Array2<f32>) {
         for mut row in x.rows_mut() {
             if self.target_sum <= 0.0 || row.iter().all(|&v| v <= 0.0) {

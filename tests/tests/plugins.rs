@@ -26,16 +26,22 @@ fn lib_name(stem: &str) -> String {
     format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION)
 }
 
+/// `source` compiled into `dir` as the shared library `stem`.
+fn build(dir: &Path, stem: &str, source: &Path) -> PathBuf {
+    let out = dir.join(lib_name(stem));
+    cc(&[source], &out);
+    out
+}
+
 #[test]
 fn plugins_are_found_checked_and_refused_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let root = workspace_root();
-    let nc = dir.path().join(lib_name("nearest_centroid"));
-    cc(&[&root.join("plugins/examples/nearest_centroid.c")], &nc);
+    let nc = build(dir.path(), "nearest_centroid", &root.join("plugins/examples/nearest_centroid.c"));
 
     let other = dir.path().join("other.c");
     std::fs::write(&other, "int not_a_plugin(void) { return 1; }\n").unwrap();
-    cc(&[&other], &dir.path().join(lib_name("other")));
+    build(dir.path(), "other", &other);
 
     let future = dir.path().join("future.c");
     std::fs::write(
@@ -47,7 +53,7 @@ const ScddPluginDescriptor *scdd_plugin_descriptor(void) { return &D; }
 "#,
     )
     .unwrap();
-    cc(&[&future], &dir.path().join(lib_name("future")));
+    build(dir.path(), "future", &future);
     std::fs::write(dir.path().join(lib_name("text")), "not a library\n").unwrap();
 
     // A named copy outside the search path, and one missing file.
@@ -94,10 +100,8 @@ fn a_plugin_runs_in_a_worker_and_its_failures_stay_there() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let root = workspace_root();
-    let nc = dir.path().join(lib_name("nearest_centroid"));
-    cc(&[&root.join("plugins/examples/nearest_centroid.c")], &nc);
-    let bad = dir.path().join(lib_name("misbehave"));
-    cc(&[&root.join("tests/c/misbehave.c")], &bad);
+    let nc = build(dir.path(), "nearest_centroid", &root.join("plugins/examples/nearest_centroid.c"));
+    let bad = build(dir.path(), "misbehave", &root.join("tests/c/misbehave.c"));
 
     // Three classes, each high on its own gene, with noise.
     let (g, k) = (6usize, 3usize);

@@ -7,7 +7,7 @@
 //! platform's path-list syntax), then `plugins/` next to the `scdd` binary (the built-in
 //! folder). A directory contributes every file with the platform's shared-library extension.
 
-use scdd_plugin_api::{check_descriptor, PluginInfo, ScddDescriptorFn, DESCRIPTOR_SYMBOL};
+use scdd_plugin_api::{check_descriptor, PluginInfo, ScddDescriptorFn, ScddPluginDescriptor, DESCRIPTOR_SYMBOL};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -101,9 +101,17 @@ fn probe_candidate(path: &Path, origin: Origin) -> Candidate {
     }
 }
 
-/// Loads `path`, finds the descriptor and checks it; the library is unloaded again. The reason
-/// for a refusal is one line naming the problem.
-pub fn probe(path: &Path) -> std::result::Result<PluginInfo, String> {
+/// A loaded plugin whose descriptor passed [`check_descriptor`].
+pub struct Loaded {
+    /// Points into `_lib`'s static data: valid while this value lives.
+    pub descriptor: *const ScddPluginDescriptor,
+    pub info: PluginInfo,
+    _lib: libloading::Library,
+}
+
+/// Loads `path`, finds the descriptor and checks it. The reason for a refusal is one line
+/// naming the problem.
+pub fn open(path: &Path) -> std::result::Result<Loaded, String> {
     if !path.is_file() {
         return Err(if path.exists() { "not a file".into() } else { "no such file".into() });
     }
@@ -111,14 +119,19 @@ pub fn probe(path: &Path) -> std::result::Result<PluginInfo, String> {
     // caller with it (fit and predict run in worker subprocesses for that reason).
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("not a loadable shared library ({e})"))?;
     // SAFETY: the symbol's type is the ABI's; check_descriptor reads nothing before the magic.
-    let info = unsafe {
+    let (descriptor, info) = unsafe {
         let f = lib
             .get::<ScddDescriptorFn>(format!("{DESCRIPTOR_SYMBOL}\0").as_bytes())
             .map_err(|_| format!("no `{DESCRIPTOR_SYMBOL}` symbol: not an scdd plugin"))?;
-        check_descriptor(f()).map_err(|e| e.to_string())?
+        let d = f();
+        (d, check_descriptor(d).map_err(|e| e.to_string())?)
     };
-    drop(lib);
-    Ok(info)
+    Ok(Loaded { descriptor, info, _lib: lib })
+}
+
+/// [`open`], keeping only the descriptor's contents (the library is unloaded again).
+pub fn probe(path: &Path) -> std::result::Result<PluginInfo, String> {
+    open(path).map(|l| l.info)
 }
 
 /// The candidates as a table.

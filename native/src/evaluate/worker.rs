@@ -5,10 +5,8 @@
 //! checks what comes back: one class id in range per test cell and finite probabilities whose
 //! rows sum to 1.
 
-use super::plugins::probe;
-use scdd_plugin_api::{
-    ScddDescriptorFn, ScddFitInput, ScddMatrix, ScddPredictInput, ScddPredictOutput, DESCRIPTOR_SYMBOL, SCDD_OK,
-};
+use super::plugins::open;
+use scdd_plugin_api::{ScddFitInput, ScddMatrix, ScddPredictInput, ScddPredictOutput, SCDD_OK};
 use serde::{Deserialize, Serialize};
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
@@ -84,13 +82,17 @@ pub fn run_in_worker(worker: &Path, plugin: &Path, job: &PluginJob, limit: Durat
         write_f32(&dir.join("train.f32"), job.train).map_err(io)?;
         std::fs::write(dir.join("labels.u32"), job.labels.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).map_err(io)?;
         write_f32(&dir.join("test.f32"), job.test).map_err(io)?;
+        // stderr goes to a file: a pipe read only after exit would block a chatty plugin once
+        // full, and that would look like a hang.
+        let err_path = dir.join("stderr.txt");
+        let err_file = std::fs::File::create(&err_path).map_err(io)?;
         let mut child = std::process::Command::new(worker)
             .arg("plugin-worker")
             .arg(plugin)
             .arg(&dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .stderr(err_file)
             .spawn()
             .map_err(|e| format!("cannot start the worker {}: {e}", worker.display()))?;
         let start = Instant::now();
@@ -105,11 +107,7 @@ pub fn run_in_worker(worker: &Path, plugin: &Path, job: &PluginJob, limit: Durat
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut stderr);
-        }
+        let stderr = String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned();
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
         if !status.success() {
             return Err(describe_exit(status, &last));
@@ -169,7 +167,7 @@ pub fn check_prediction(p: &Prediction, n_test: usize, n_classes: usize) -> Resu
 /// The worker's side (`scdd plugin-worker PLUGIN DIR`): load, check, create, fit, predict, write
 /// `DIR/result.json`. Runs in its own process; any failure is the returned error.
 pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
-    probe(plugin).map_err(|e| format!("{}: {e}", plugin.display()))?;
+    let loaded = open(plugin).map_err(|e| format!("{}: {e}", plugin.display()))?;
     let header: JobHeader = serde_json::from_slice(&std::fs::read(dir.join("job.json")).map_err(|e| e.to_string())?)
         .map_err(|e| format!("job.json: {e}"))?;
     let g = header.genes.len();
@@ -192,11 +190,11 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
     let gene_p: Vec<_> = gene_c.iter().map(|s| s.as_ptr()).collect();
     let config = CString::new(header.config_json.as_str()).map_err(|_| "config holds a NUL byte".to_string())?;
     let mut out = Prediction { labels: vec![0; header.n_test], probs: vec![0.0; header.n_test * k] };
-    // SAFETY: the descriptor was checked by `probe`; every pointer passed below outlives the
-    // call it is passed to, and the output buffers have the sizes the ABI states.
+    // SAFETY: the descriptor was checked by `open` and lives as long as `loaded`; every pointer
+    // passed below outlives the call it is passed to, and the output buffers have the sizes the
+    // ABI states.
     unsafe {
-        let lib = libloading::Library::new(plugin).map_err(|e| e.to_string())?;
-        let d = &*(lib.get::<ScddDescriptorFn>(format!("{DESCRIPTOR_SYMBOL}\0").as_bytes()).map_err(|e| e.to_string())?)();
+        let d = &*loaded.descriptor;
         let err = |m: *const scdd_plugin_api::ScddModel| {
             let p = (d.last_error)(m);
             if p.is_null() {
@@ -233,8 +231,8 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
             return Err(format!("predict: {m}"));
         }
         (d.free)(model);
-        drop(lib);
     }
+    drop(loaded);
     // Checked here too: JSON has no NaN, so a non-finite value must be named before writing.
     check_prediction(&out, header.n_test, k)?;
     let tmp = dir.join("result.json.tmp");

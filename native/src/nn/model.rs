@@ -595,7 +595,7 @@ mod tests {
             let d = (&want - &got).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
             assert!(d < 1e-4, "tch vs core projection: max diff {d}");
             assert!((&got.row(4) - &x.row(4)).mapv(f32::abs).iter().all(|&v| v < 1e-4), "a valid cell is left alone");
-            // The gradient (λ differentiated implicitly) against central differences in f64.
+            // The gradient (λ differentiated implicitly) against central differences.
             let w = Tensor::from_slice(&(0..200).map(|j| ((j * 13 % 7) as f32 - 3.0) / 3.0).collect::<Vec<_>>());
             let loss = |x: &Tensor| (project(x, &space) * &w).sum(Kind::Float);
             loss(&xt).backward();
@@ -606,7 +606,7 @@ mod tests {
                 let shifted = |e: f32| {
                     let mut xe = x.clone();
                     xe[[i, j]] += e;
-                    f64::try_from(loss(&from_array(&xe, Device::Cpu).to_kind(Kind::Double).to_kind(Kind::Float))).unwrap()
+                    f64::try_from(loss(&from_array(&xe, Device::Cpu))).unwrap()
                 };
                 let fd = (shifted(eps) - shifted(-eps)) / (2.0 * eps as f64);
                 let an = g[[i, j]] as f64;
