@@ -124,7 +124,7 @@ fn a_recipient_scores_codes_with_gene_space_evaluators() {
     distill_to_file(&args(&gen, out.clone(), Method::None, 2, 0), &bundle).unwrap();
     let recipient = dir.path().join("recipient.scddg");
     std::fs::write(&recipient, bundle.without_encoder().to_bytes()).unwrap();
-    let plan = |evaluators: Vec<EvaluatorKind>| EvalParams { repeats: 2, evaluators, ..Default::default() }.check().unwrap();
+    let plan = |evaluators: Vec<EvaluatorKind>| EvalParams { repeats: 2, evaluators: evaluators.into_iter().map(Into::into).collect(), ..Default::default() }.check().unwrap();
     let data = Path::new(DATA);
     let r = evaluate_files(&out, data, &Default::default(), &recipient, None, &plan(vec![EvaluatorKind::Lr, EvaluatorKind::Mlp])).unwrap();
     assert_eq!(r.results.len(), 2);

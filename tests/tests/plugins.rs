@@ -115,7 +115,7 @@ fn a_plugin_runs_in_a_worker_and_its_failures_stay_there() {
     }
     let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
     let genes: Vec<String> = (0..g).map(|j| format!("G{j}")).collect();
-    let job = |config: &'static str| PluginJob { config_json: config, seed: 1, class_names: &classes, genes: &genes, train: &train, labels: &labels, test: &test };
+    let job = |config: &'static str| PluginJob { config_json: config, seed: 1, class_names: &classes, genes: &genes, train: &train, labels: &labels, test: &test, log1p: true };
     let worker = common::scdd_bin();
     let limit = Duration::from_secs(20);
 
@@ -140,4 +140,106 @@ fn a_plugin_runs_in_a_worker_and_its_failures_stay_there() {
     let text = dir.path().join("text.so");
     std::fs::write(&text, "no").unwrap();
     assert!(run_in_worker(&worker, &text, &job("{}"), limit).unwrap_err().contains("not a loadable shared library"));
+}
+
+/// A workspace plugin (`plugins/NAME`) built by cargo into the binary's directory, where scdd
+/// finds it by name.
+fn workspace_plugin(name: &str) -> PathBuf {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "-p", &format!("scdd-plugin-{name}")])
+        .current_dir(workspace_root())
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build -p scdd-plugin-{name} failed");
+    let lib = common::profile_dir().join(lib_name(&format!("scdd_plugin_{name}")));
+    assert!(lib.is_file(), "{} not built", lib.display());
+    lib
+}
+
+const PANCREAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/pancreas_endocrinogenesis_e15_2k_genes_SuperCell.h5ad");
+
+#[test]
+fn the_celltypist_plugin_finds_scikit_learns_one_vs_rest_solution_on_real_cells() {
+    use scdd::evaluate::worker::{run_in_worker, PluginJob};
+    use scdd::io::h5ad::{read_h5ad, ReadOptions};
+    use scdd_core::preprocess::{log1p, normalize_total};
+    let plugin = workspace_plugin("celltypist");
+    let reference: serde_json::Value = serde_json::from_str(&common::run_py("sklearn_celltypist.py", &[PANCREAS, "cell_type"])).unwrap();
+    let mut ds = read_h5ad(Path::new(PANCREAS), &ReadOptions::default()).unwrap();
+    normalize_total(&mut ds.x, 1e4);
+    log1p(&mut ds.x);
+    let labels = ds.obs.labels("cell_type").unwrap();
+    let mut sorted = labels.classes.clone();
+    sorted.sort();
+    let y: Vec<u32> = labels.ids.iter().map(|c| sorted.iter().position(|s| *s == labels.classes[c.unwrap() as usize]).unwrap() as u32).collect();
+    let train: Vec<usize> = (0..y.len()).step_by(2).collect();
+    let test: Vec<usize> = (1..y.len()).step_by(2).collect();
+    let x_train: Vec<f32> = ds.x.dense_rows(&train).iter().copied().collect();
+    let x_test: Vec<f32> = ds.x.dense_rows(&test).iter().copied().collect();
+    let y_train: Vec<u32> = train.iter().map(|&i| y[i]).collect();
+    let job = PluginJob {
+        config_json: "{}",
+        seed: 0,
+        class_names: &sorted,
+        genes: &ds.genes,
+        train: &x_train,
+        labels: &y_train,
+        test: &x_test,
+        log1p: true,
+    };
+    let p = run_in_worker(&common::scdd_bin(), &plugin, &job, std::time::Duration::from_secs(600)).unwrap();
+    let theirs: Vec<u32> = reference["pred"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let agree = p.labels.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / theirs.len() as f64;
+    let acc = p.labels.iter().zip(&test).filter(|(a, &i)| **a == y[i]).count() as f64 / test.len() as f64;
+    let their_acc = reference["accuracy"].as_f64().unwrap();
+    assert!(agree >= 0.98, "predictions agree on {:.2} % of held-out cells", 100.0 * agree);
+    assert!((acc - their_acc).abs() <= 0.01, "accuracy {acc:.4} vs scikit-learn {their_acc:.4}");
+}
+
+#[test]
+fn scdd_evaluate_runs_plugins_next_to_built_ins_and_records_each_failure() {
+    use scdd::io::h5ad::{read_h5ad, write_h5ad, ReadOptions};
+    workspace_plugin("celltypist");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = build(dir.path(), "misbehave", &workspace_root().join("tests/c/misbehave.c"));
+    let ds = read_h5ad(Path::new(PANCREAS), &ReadOptions::default()).unwrap();
+    let rows = |start: usize| (start..ds.n_cells()).step_by(6).collect::<Vec<usize>>();
+    let (train, test, gen) = (dir.path().join("train.h5ad"), dir.path().join("test.h5ad"), dir.path().join("gen.scddg"));
+    write_h5ad(&train, &ds.select_cells(&rows(0)), &Default::default()).unwrap();
+    write_h5ad(&test, &ds.select_cells(&rows(3)), &Default::default()).unwrap();
+    std::fs::write(&gen, common::random_generator(&ds, 8, 16, 1).to_bytes()).unwrap();
+    let json = dir.path().join("eval.json");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let evaluators = format!("lr,celltypist,{}", s(&bad));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["evaluate".to_string(), s(&train), "--test".into(), s(&test), "-m".into(), s(&gen), "--repeats".into(), "2".into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::scdd(&args)
+    };
+    let out = run(&["--evaluators", &evaluators, "--plugin-config", r#"misbehave={"do": "segfault"}"#, "--json", &s(&json)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = r["results"].as_array().unwrap().iter().map(|e| e["evaluator"].as_str().unwrap()).collect();
+    assert_eq!(names, ["lr", "celltypist"]);
+    let ct = &r["results"][1];
+    assert_eq!(ct["repeats"], 2);
+    let (lr_acc, ct_acc) = (r["results"][0]["accuracy_mean"].as_f64().unwrap(), ct["accuracy_mean"].as_f64().unwrap());
+    assert!(ct_acc > 0.7 && (ct_acc - lr_acc).abs() < 0.1, "celltypist {ct_acc} vs lr {lr_acc}");
+    let f = &r["failures"][0];
+    assert_eq!(f["evaluator"], "misbehave");
+    assert!(f["error"].as_str().unwrap().contains("SIGSEGV"), "{f}");
+    assert!(stdout.contains("misbehave") && stdout.contains("failed: seed 0: worker killed by signal 11"), "{stdout}");
+
+    // Bad input stops before any work, naming the problem.
+    let err = |extra: &[&str]| String::from_utf8_lossy(&run(extra).stderr).into_owned();
+    assert!(err(&["--evaluators", "lr,celltypst"]).contains("unknown evaluator 'celltypst'"));
+    assert!(err(&["--evaluators", "lr", "--plugin-config", "celltypist={oops"]).contains("invalid JSON"));
+    assert!(err(&["--evaluators", "lr", "--plugin-config", "celltypist={}"]).contains("no plugin of that name"));
+    assert!(err(&["--evaluators", "lr,/no/such/plugin.so"]).contains("no such file"));
+    // A config the plugin refuses costs only that evaluator.
+    let out = run(&["--evaluators", "lr,celltypist", "--plugin-config", r#"celltypist={"c": -1}"#]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failed: seed 0: create: config c = -1: must be positive"));
 }

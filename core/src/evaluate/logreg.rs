@@ -61,6 +61,92 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
 }
 
+/// What [`lbfgs`] found.
+pub struct LbfgsResult {
+    pub theta: Vec<f32>,
+    pub objective: f64,
+    pub iterations: usize,
+}
+
+/// Minimises a smooth function with L-BFGS (memory 10, Armijo backtracking from step 1) from
+/// `theta`. `eval` returns the objective and its gradient. Stops when the largest gradient
+/// component is at most `tol`, when an iteration changes the objective by less than 1e-10
+/// relative, when no step decreases it, or after `max_iter` iterations. Deterministic.
+pub fn lbfgs(mut theta: Vec<f32>, mut eval: impl FnMut(&[f32]) -> (f64, Vec<f32>), max_iter: usize, tol: f64) -> LbfgsResult {
+    let (mut f, mut g) = eval(&theta);
+    // L-BFGS memory of (s, y, 1/yᵀs).
+    let mut hist: VecDeque<(Vec<f32>, Vec<f32>, f64)> = VecDeque::new();
+    let mut iterations = 0;
+    for it in 0..max_iter {
+        let gmax = g.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+        if gmax <= tol || !f.is_finite() {
+            break;
+        }
+        iterations = it + 1;
+        // Two-loop recursion: direction = −H g.
+        let mut q = g.clone();
+        let mut alphas = Vec::with_capacity(hist.len());
+        for (s, y, rho) in hist.iter().rev() {
+            let a = rho * dot(s, &q);
+            for (qi, yi) in q.iter_mut().zip(y) {
+                *qi -= (a as f32) * yi;
+            }
+            alphas.push(a);
+        }
+        let gamma = match hist.back() {
+            Some((s, y, _)) => dot(s, y) / dot(y, y).max(1e-30),
+            None => 1.0 / g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1.0),
+        };
+        for v in q.iter_mut() {
+            *v *= gamma as f32;
+        }
+        for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
+            let bcoef = rho * dot(y, &q);
+            for (qi, si) in q.iter_mut().zip(s) {
+                *qi += ((a - bcoef) as f32) * si;
+            }
+        }
+        let mut dir: Vec<f32> = q.iter().map(|v| -v).collect();
+        let mut slope = dot(&g, &dir);
+        if slope >= 0.0 {
+            // Not a descent direction (numerical trouble): restart along −g.
+            hist.clear();
+            dir = g.iter().map(|v| -v).collect();
+            slope = dot(&g, &dir);
+        }
+        // Backtracking line search (Armijo).
+        let mut step = 1.0f32;
+        let mut accepted = None;
+        for _ in 0..40 {
+            let trial: Vec<f32> = theta.iter().zip(&dir).map(|(t, d)| t + step * d).collect();
+            let (ft, gt) = eval(&trial);
+            if ft.is_finite() && ft <= f + 1e-4 * step as f64 * slope {
+                accepted = Some((trial, ft, gt));
+                break;
+            }
+            step *= 0.5;
+        }
+        let Some((trial, ft, gt)) = accepted else { break };
+        let s: Vec<f32> = trial.iter().zip(&theta).map(|(a, b)| a - b).collect();
+        let y: Vec<f32> = gt.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let ys = dot(&y, &s);
+        if ys > 1e-12 {
+            if hist.len() == 10 {
+                hist.pop_front();
+            }
+            hist.push_back((s, y, 1.0 / ys));
+        }
+        let done = (f - ft).abs() <= 1e-10 * f.abs().max(1.0);
+        theta = trial;
+        f = ft;
+        g = gt;
+        if done {
+            break;
+        }
+    }
+    LbfgsResult { theta, objective: f, iterations }
+}
+
 impl Evaluator for LogisticRegression {
     fn name(&self) -> String {
         "lr".into()
@@ -75,78 +161,8 @@ impl Evaluator for LogisticRegression {
         }
         let lambda = 1.0 / (p.c * n as f64);
         let x = data.x;
-        let mut theta = vec![0f32; k * d + k];
-        let (mut f, mut g) = Self::eval(x, data.labels, k, lambda, &theta);
-        // L-BFGS memory of (s, y, 1/yᵀs).
-        let mut hist: VecDeque<(Vec<f32>, Vec<f32>, f64)> = VecDeque::new();
-        let mut iterations = 0;
-        for it in 0..p.max_iter {
-            let gmax = g.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
-            if gmax <= p.tol || !f.is_finite() {
-                break;
-            }
-            iterations = it + 1;
-            // Two-loop recursion: direction = −H g.
-            let mut q = g.clone();
-            let mut alphas = Vec::with_capacity(hist.len());
-            for (s, y, rho) in hist.iter().rev() {
-                let a = rho * dot(s, &q);
-                for (qi, yi) in q.iter_mut().zip(y) {
-                    *qi -= (a as f32) * yi;
-                }
-                alphas.push(a);
-            }
-            let gamma = match hist.back() {
-                Some((s, y, _)) => dot(s, y) / dot(y, y).max(1e-30),
-                None => 1.0 / g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1.0),
-            };
-            for v in q.iter_mut() {
-                *v *= gamma as f32;
-            }
-            for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
-                let bcoef = rho * dot(y, &q);
-                for (qi, si) in q.iter_mut().zip(s) {
-                    *qi += ((a - bcoef) as f32) * si;
-                }
-            }
-            let mut dir: Vec<f32> = q.iter().map(|v| -v).collect();
-            let mut slope = dot(&g, &dir);
-            if slope >= 0.0 {
-                // Not a descent direction (numerical trouble): restart along −g.
-                hist.clear();
-                dir = g.iter().map(|v| -v).collect();
-                slope = dot(&g, &dir);
-            }
-            // Backtracking line search (Armijo).
-            let mut step = 1.0f32;
-            let mut accepted = None;
-            for _ in 0..40 {
-                let trial: Vec<f32> = theta.iter().zip(&dir).map(|(t, d)| t + step * d).collect();
-                let (ft, gt) = Self::eval(x, data.labels, k, lambda, &trial);
-                if ft.is_finite() && ft <= f + 1e-4 * step as f64 * slope {
-                    accepted = Some((trial, ft, gt));
-                    break;
-                }
-                step *= 0.5;
-            }
-            let Some((trial, ft, gt)) = accepted else { break };
-            let s: Vec<f32> = trial.iter().zip(&theta).map(|(a, b)| a - b).collect();
-            let y: Vec<f32> = gt.iter().zip(&g).map(|(a, b)| a - b).collect();
-            let ys = dot(&y, &s);
-            if ys > 1e-12 {
-                if hist.len() == 10 {
-                    hist.pop_front();
-                }
-                hist.push_back((s, y, 1.0 / ys));
-            }
-            let done = (f - ft).abs() <= 1e-10 * f.abs().max(1.0);
-            theta = trial;
-            f = ft;
-            g = gt;
-            if done {
-                break;
-            }
-        }
+        let fit = lbfgs(vec![0f32; k * d + k], |theta| Self::eval(x, data.labels, k, lambda, theta), p.max_iter, p.tol);
+        let (theta, f, iterations) = (fit.theta, fit.objective, fit.iterations);
         if !f.is_finite() {
             return Err(CoreError::data("lr", "the objective became non-finite".to_string()));
         }

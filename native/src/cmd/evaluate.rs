@@ -1,7 +1,9 @@
 //! `scdd evaluate`: train the built-in evaluators on a synthetic set, test on real cells
 //! (see [`crate::evaluate`]).
 use crate::evaluate::input::evaluate_files;
-use crate::evaluate::{render, EvalParams, EvaluatorKind};
+use crate::evaluate::host::{parse_config_arg, resolve};
+use crate::evaluate::{render, EvalParams};
+use std::collections::BTreeMap;
 use crate::io::fs;
 use crate::params::Check;
 use anyhow::Result;
@@ -21,7 +23,8 @@ pub struct Args {
     #[arg(long)]
     pub label: Option<String>,
     /// Evaluators, comma-separated: default (foundation encoder + linear head, the paper's),
-    /// lr (logistic regression on genes), mlp (one hidden layer on genes).
+    /// lr (logistic regression on genes), mlp (one hidden layer on genes), and plugins by name
+    /// (found on SCDD_PLUGIN_PATH or next to scdd; see `scdd plugins`) or by path.
     #[arg(long, value_delimiter = ',', default_values_t = EvalParams::default().evaluators.iter().map(|e| e.name().to_string()).collect::<Vec<_>>())]
     pub evaluators: Vec<String>,
     /// Fresh initialisations of each evaluator (lr, being convex, runs once).
@@ -35,6 +38,12 @@ pub struct Args {
     /// Learning rate of the default evaluator's linear head.
     #[arg(long, default_value_t = EvalParams::default().lr)]
     pub lr: f32,
+    /// A plugin's JSON config: NAME=JSON or NAME=@FILE.json (repeatable; NAME as in --evaluators).
+    #[arg(long = "plugin-config", value_name = "NAME=JSON")]
+    pub plugin_config: Vec<String>,
+    /// Time limit of one plugin fit + predict, seconds (the worker is stopped after it).
+    #[arg(long = "plugin-time-limit", default_value_t = EvalParams::default().plugin_time_limit_s)]
+    pub plugin_time_limit: u64,
     #[command(flatten)]
     pub matrix: super::MatrixArgs,
     /// Also write the results as JSON here.
@@ -43,12 +52,17 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let evaluators = a
-        .evaluators
-        .iter()
-        .map(|e| e.trim().parse::<EvaluatorKind>().map_err(|m| anyhow::anyhow!("--evaluators: {m}")))
-        .collect::<Result<Vec<_>>>()?;
-    let plan = EvalParams { repeats: a.repeats, seed: a.seed, steps: a.steps, lr: a.lr, evaluators }.check()?;
+    let configs = a.plugin_config.iter().map(|c| parse_config_arg(c)).collect::<crate::error::Result<BTreeMap<_, _>>>()?;
+    let evaluators = resolve(&a.evaluators, &configs)?;
+    let plan = EvalParams {
+        repeats: a.repeats,
+        seed: a.seed,
+        steps: a.steps,
+        lr: a.lr,
+        evaluators,
+        plugin_time_limit_s: a.plugin_time_limit,
+    }
+    .check()?;
     if let Some(p) = &a.json {
         fs::check_output("--json", p, &["json"], &[&a.synthetic, &a.test, &a.model])?;
     }

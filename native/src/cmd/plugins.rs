@@ -13,7 +13,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let found = discover(&args.paths);
+    let worker = crate::evaluate::worker::self_worker().map_err(anyhow::Error::msg)?;
+    let found = discover(&args.paths, Some(&worker));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&found)?);
     } else {

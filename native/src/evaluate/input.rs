@@ -140,5 +140,5 @@ pub fn evaluate_files(
     }
     let test_labels: Vec<u32> = test_rows.iter().map(|&i| test_ids[i].unwrap()).collect();
     let test_set = TestSet::new(&model, test_in.data.x.dense_rows(&test_rows), test_labels)?;
-    evaluate(&model, train_x.view(), &train_labels, &classes, &test_set, plan)
+    evaluate(&model, train_x.view(), &train_labels, &classes, &bundle.genes, &test_set, plan)
 }

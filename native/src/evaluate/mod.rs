@@ -3,7 +3,10 @@
 //! encoder and a linear head, the paper's number), `lr` (logistic regression on the
 //! log-normalised genes) and `mlp` (one hidden layer on the genes). The headline of a set is the
 //! mean over the gene-space evaluators: what a recipient's own classifier would see.
-//! [`input`] turns files into evaluator input. This is where plugin evaluators will be hosted.
+//! Plugin evaluators ([`host`]) run next to them, each fit in a worker subprocess; one that fails
+//! is recorded with its reason and the others carry on. [`input`] turns files into evaluator
+//! input.
+pub mod host;
 pub mod input;
 pub mod plugins;
 pub mod worker;
@@ -18,6 +21,9 @@ use scdd_core::metrics::{classification_report, mean_std, ClassificationReport};
 use scdd_core::reference::CpuModel;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
+use std::time::Duration;
+
+pub use host::{EvalFailure, EvaluatorSpec, PluginSpec};
 
 /// A built-in evaluator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -86,12 +92,40 @@ pub struct EvalSummary {
     /// Confusion counts summed over repeats, `[true][predicted]`.
     pub confusion: Vec<Vec<u64>>,
     pub classes: Vec<String>,
+    /// What a reader must know about these numbers, e.g. a fit whose predictions collapsed
+    /// onto one class ([`collapsed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
-/// What `eval.json` holds: one summary per evaluator, in the order run.
+/// A degenerate fit: one class takes at least 90 % of the predictions although it is under half
+/// of the test cells (and the test set has two classes or more). CellTypist's own-set scaler
+/// does this on a handful of smooth synthetic cells; any evaluator may.
+pub fn collapsed(test: &[u32], pred: &[u32], n_classes: usize) -> Option<(usize, f64, f64)> {
+    let n = test.len();
+    if n == 0 || pred.len() != n {
+        return None;
+    }
+    let (mut t, mut p) = (vec![0usize; n_classes], vec![0usize; n_classes]);
+    for (&a, &b) in test.iter().zip(pred) {
+        t[a as usize] += 1;
+        p[b as usize] += 1;
+    }
+    if t.iter().filter(|&&c| c > 0).count() < 2 {
+        return None;
+    }
+    let top = (0..n_classes).max_by_key(|&c| p[c])?;
+    let (share, truth) = (p[top] as f64 / n as f64, t[top] as f64 / n as f64);
+    (share >= 0.9 && truth < 0.5).then_some((top, share, truth))
+}
+
+/// What `eval.json` holds: one summary per evaluator that ran, in the order run, and the
+/// evaluators that failed with their reasons.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalResults {
     pub results: Vec<EvalSummary>,
+    #[serde(default)]
+    pub failures: Vec<EvalFailure>,
 }
 
 impl EvalResults {
@@ -133,6 +167,7 @@ impl EvalResults {
             per_class_accuracy: (0..n_classes).map(|c| mean(&|s| s.per_class_accuracy[c])).collect(),
             confusion,
             classes: first.classes.clone(),
+            warnings: parts.iter().flat_map(|s| s.warnings.iter().map(move |w| format!("{}: {w}", s.evaluator))).collect(),
         })
     }
 }
@@ -169,7 +204,14 @@ pub struct EvalParams {
     /// Learning rate of the default evaluator's linear head.
     pub lr: f32,
     /// Which evaluators run.
-    pub evaluators: Vec<EvaluatorKind>,
+    pub evaluators: Vec<EvaluatorSpec>,
+    /// Time limit of one plugin fit + predict, seconds (its worker is stopped after it).
+    #[serde(default = "default_plugin_time_limit")]
+    pub plugin_time_limit_s: u64,
+}
+
+fn default_plugin_time_limit() -> u64 {
+    3600
 }
 
 impl Default for EvalParams {
@@ -179,7 +221,8 @@ impl Default for EvalParams {
             seed: 0,
             steps: SgdParams::default().steps,
             lr: SgdParams::default().lr,
-            evaluators: EvaluatorKind::ALL.to_vec(),
+            evaluators: EvaluatorKind::ALL.into_iter().map(EvaluatorSpec::BuiltIn).collect(),
+            plugin_time_limit_s: default_plugin_time_limit(),
         }
     }
 }
@@ -189,11 +232,12 @@ impl Check for EvalParams {
         params::count("--repeats", self.repeats as u64, 1, 10_000)?;
         params::count("--steps", self.steps as u64, 1, 10_000_000)?;
         params::positive("--lr", self.lr as f64)?;
+        params::count("--plugin-time-limit", self.plugin_time_limit_s, 1, 7 * 24 * 3600)?;
         if self.evaluators.is_empty() {
-            bail!("--evaluators: empty (known: default, lr, mlp)");
+            bail!("--evaluators: empty (built in: default, lr, mlp; or plugins)");
         }
         for (i, e) in self.evaluators.iter().enumerate() {
-            if self.evaluators[..i].contains(e) {
+            if self.evaluators[..i].iter().any(|o| o.name() == e.name()) {
                 bail!("--evaluators: '{}' given twice", e.name());
             }
         }
@@ -207,7 +251,12 @@ impl EvalParams {
     }
 
     pub fn needs_encoder(&self) -> bool {
-        self.evaluators.contains(&EvaluatorKind::Default)
+        self.evaluators.contains(&EvaluatorSpec::BuiltIn(EvaluatorKind::Default))
+    }
+
+    /// Whether any evaluator reads the cells' genes.
+    pub fn gene_space(&self) -> bool {
+        self.evaluators.iter().any(|e| e.gene_space())
     }
 }
 
@@ -230,7 +279,20 @@ fn summarise(evaluator: &str, n_train: usize, test: &[u32], preds: &[Vec<u32>], 
             }
         }
     }
+    let collapses: Vec<(usize, f64, f64)> = preds.iter().filter_map(|p| collapsed(test, p, n_classes)).collect();
+    let warnings = match collapses.first() {
+        Some(&(c, share, truth)) => vec![format!(
+            "degenerate fit: predictions collapsed onto one class in {} of {} fits (e.g. {:.0} % of test cells called '{}', which is {:.0} % of them)",
+            collapses.len(),
+            preds.len(),
+            100.0 * share,
+            classes[c],
+            100.0 * truth
+        )],
+        None => Vec::new(),
+    };
     EvalSummary {
+        warnings,
         evaluator: evaluator.into(),
         n_train,
         n_test: test.len(),
@@ -247,12 +309,15 @@ fn summarise(evaluator: &str, n_train: usize, test: &[u32], preds: &[Vec<u32>], 
 }
 
 /// Trains each evaluator of `plan` `plan.repeats` times (seeds `seed..seed+repeats`) on
-/// `x`/`labels` (log-normalised genes in the bundle's order) and scores each on `test`.
+/// `x`/`labels` (log-normalised genes in the bundle's order, `genes`) and scores each on `test`.
+/// A plugin that fails is recorded in `failures` and the others carry on; a built-in evaluator
+/// that fails is an error.
 pub fn evaluate(
     model: &CpuModel,
     x: ArrayView2<f32>,
     labels: &[u32],
     classes: &[String],
+    genes: &[String],
     test: &TestSet,
     plan: &Checked<EvalParams>,
 ) -> Result<EvalResults> {
@@ -261,8 +326,23 @@ pub fn evaluate(
     }
     let n_classes = classes.len();
     let mut results = Vec::new();
-    for &kind in &plan.evaluators {
+    let mut failures = Vec::new();
+    for spec in &plan.evaluators {
         let mut preds = Vec::with_capacity(plan.repeats);
+        let kind = match spec {
+            EvaluatorSpec::BuiltIn(k) => *k,
+            EvaluatorSpec::Plugin(p) => {
+                let settings = (plan.seed, plan.repeats, Duration::from_secs(plan.plugin_time_limit_s));
+                match host::run_plugin(p, x, labels, classes, genes, test, model.spec.space.log1p, settings) {
+                    Ok(preds) => results.push(summarise(&p.name, x.nrows(), &test.labels, &preds, classes)),
+                    Err(error) => {
+                        eprintln!("evaluator {} ({}) failed: {error}", p.name, p.path.display());
+                        failures.push(EvalFailure { evaluator: p.name.clone(), error });
+                    }
+                }
+                continue;
+            }
+        };
         match kind {
             EvaluatorKind::Default => {
                 let Some(test_features) = &test.features else { bail!("the default evaluator needs the foundation encoder") };
@@ -289,7 +369,7 @@ pub fn evaluate(
         }
         results.push(summarise(kind.name(), x.nrows(), &test.labels, &preds, classes));
     }
-    Ok(EvalResults { results })
+    Ok(EvalResults { results, failures })
 }
 
 fn label_of(evaluator: &str) -> &str {
@@ -307,7 +387,11 @@ pub fn render(r: &EvalResults) -> String {
     if let Some(h) = r.headline() {
         rows.push(h);
     }
-    let Some(first) = rows.first() else { return "no evaluator ran\n".into() };
+    let mut failed = String::new();
+    for f in &r.failures {
+        failed.push_str(&format!("  {:<32} failed: {}\n", f.evaluator, f.error));
+    }
+    let Some(first) = rows.first() else { return format!("no evaluator ran\n{failed}") };
     let mut out = format!("trained on {} cells, tested on {} real cells\n\n", first.n_train, first.n_test);
     out.push_str(&format!("  {:<32} {:>7}  {:>15}  {:>15}\n", "evaluator", "repeats", "accuracy %", "macro-F1 %"));
     for s in &rows {
@@ -318,6 +402,12 @@ pub fn render(r: &EvalResults) -> String {
             format!("{:.2} ± {:.2}", 100.0 * s.accuracy_mean, 100.0 * s.accuracy_std),
             format!("{:.2} ± {:.2}", 100.0 * s.macro_f1_mean, 100.0 * s.macro_f1_std)
         ));
+    }
+    out.push_str(&failed);
+    for s in &r.results {
+        for w in &s.warnings {
+            out.push_str(&format!("  {:<32} warning: {w}\n", s.evaluator));
+        }
     }
     let w = first.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
     out.push_str(&format!("\n  per-class accuracy %\n  {:<w$}  {:>7}", "class", "support"));
@@ -342,4 +432,24 @@ pub fn render(r: &EvalResults) -> String {
         out.push_str(&format!("  {:<w$} {}\n", last.classes[c], cells.join("")));
     }
     out
+}
+
+#[cfg(test)]
+mod collapse_tests {
+    use super::collapsed;
+
+    #[test]
+    fn a_collapsed_fit_is_flagged_and_a_skewed_test_set_is_not() {
+        let test = [0, 0, 1, 1, 2, 2, 2, 2, 1, 0];
+        assert_eq!(collapsed(&test, &[1; 10], 3), Some((1, 1.0, 0.3)));
+        let mut nine = [1u32; 10];
+        nine[0] = 0;
+        assert!(collapsed(&test, &nine, 3).is_some());
+        assert_eq!(collapsed(&test, &test, 3), None);
+        // A class that really is most of the test set may take most predictions.
+        let skewed = [0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(collapsed(&skewed, &[0; 10], 2), None);
+        // One class in the test set: nothing to collapse from.
+        assert_eq!(collapsed(&[2; 4], &[1; 4], 3), None);
+    }
 }

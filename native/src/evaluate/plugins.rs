@@ -5,10 +5,12 @@
 //!
 //! Search order: paths named explicitly, then each directory of `SCDD_PLUGIN_PATH` (the
 //! platform's path-list syntax), then `plugins/` next to the `scdd` binary (the built-in
-//! folder). A directory contributes every file with the platform's shared-library extension.
+//! folder), then the binary's own directory for `libscdd_plugin_*` (the workspace's plugins as
+//! cargo builds them). A directory contributes every file with the platform's shared-library
+//! extension.
 
 use scdd_plugin_api::{check_descriptor, PluginInfo, ScddDescriptorFn, ScddPluginDescriptor, DESCRIPTOR_SYMBOL};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The environment variable listing plugin directories.
@@ -38,13 +40,20 @@ pub struct Candidate {
 }
 
 /// A descriptor's contents, as listed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Info {
     pub name: String,
     pub version: String,
     pub abi: String,
-    pub needs: Vec<&'static str>,
+    pub needs: Vec<String>,
     pub resources: Vec<String>,
+}
+
+impl Info {
+    /// Whether the plugin asked for counts next to the log-normalised cells.
+    pub fn needs_counts(&self) -> bool {
+        self.needs.iter().any(|n| n == "counts")
+    }
 }
 
 impl From<PluginInfo> for Info {
@@ -56,7 +65,7 @@ impl From<PluginInfo> for Info {
         ]
         .into_iter()
         .filter(|(bit, _)| p.needs & bit != 0)
-        .map(|(_, n)| n)
+        .map(|(_, n)| n.to_string())
         .collect();
         Info { name: p.name, version: p.version, abi: format!("{}.{}", p.abi_major, p.abi_minor), needs, resources: p.resources }
     }
@@ -67,26 +76,52 @@ pub fn builtin_dir() -> Option<PathBuf> {
     std::env::current_exe().ok()?.parent().map(|d| d.join("plugins"))
 }
 
-/// Directories to search, in order: `SCDD_PLUGIN_PATH`, then the built-in folder.
-pub fn search_dirs() -> Vec<(PathBuf, Origin)> {
-    let mut dirs: Vec<(PathBuf, Origin)> = std::env::var_os(PLUGIN_PATH_VAR)
-        .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).map(|p| (p, Origin::EnvPath)).collect())
+/// The file-name prefix of the plugins built in this workspace (`libscdd_plugin_celltypist.so`).
+pub fn builtin_prefix() -> String {
+    format!("{}scdd_plugin_", std::env::consts::DLL_PREFIX)
+}
+
+/// Directories to search, in order, each with the file-name prefix a library there must have
+/// (None: any): `SCDD_PLUGIN_PATH`, the built-in folder, and the binary's own directory for
+/// the workspace's plugins as cargo lays them out (`target/<profile>/libscdd_plugin_*.so`).
+pub fn search_dirs() -> Vec<(PathBuf, Origin, Option<String>)> {
+    let mut dirs: Vec<(PathBuf, Origin, Option<String>)> = std::env::var_os(PLUGIN_PATH_VAR)
+        .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).map(|p| (p, Origin::EnvPath, None)).collect())
         .unwrap_or_default();
     if let Some(b) = builtin_dir() {
-        dirs.push((b, Origin::BuiltIn));
+        if let Some(exe_dir) = b.parent() {
+            dirs.push((b.clone(), Origin::BuiltIn, None));
+            dirs.push((exe_dir.to_path_buf(), Origin::BuiltIn, Some(builtin_prefix())));
+        }
     }
     dirs
 }
 
 /// Every candidate: `paths` first, then the shared libraries of each search directory (sorted by
-/// name; a directory that does not exist contributes nothing). Each is probed.
-pub fn discover(paths: &[PathBuf]) -> Vec<Candidate> {
+/// name; a directory that does not exist contributes nothing). Each is probed: in a worker
+/// subprocess when `worker` (the scdd binary) is given, so that a library whose initialisers
+/// crash costs only its own verdict; else in this process.
+pub fn discover(paths: &[PathBuf], worker: Option<&Path>) -> Vec<Candidate> {
+    let probe_candidate = |path: &Path, origin: Origin| {
+        let verdict = match worker {
+            Some(w) => probe_in_worker(w, path),
+            None => probe(path).map(Info::from),
+        };
+        match verdict {
+            Ok(info) => Candidate { path: path.to_path_buf(), origin, info: Some(info), refused: None },
+            Err(why) => Candidate { path: path.to_path_buf(), origin, info: None, refused: Some(why) },
+        }
+    };
     let mut out: Vec<Candidate> = paths.iter().map(|p| probe_candidate(p, Origin::Path)).collect();
-    for (dir, origin) in search_dirs() {
+    for (dir, origin, prefix) in search_dirs() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let named = |p: &Path| match &prefix {
+            Some(pre) => p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(pre.as_str())),
+            None => true,
+        };
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == std::env::consts::DLL_EXTENSION))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == std::env::consts::DLL_EXTENSION) && named(p))
             .collect();
         files.sort();
         out.extend(files.iter().map(|p| probe_candidate(p, origin)));
@@ -94,11 +129,17 @@ pub fn discover(paths: &[PathBuf]) -> Vec<Candidate> {
     out
 }
 
-fn probe_candidate(path: &Path, origin: Origin) -> Candidate {
-    match probe(path) {
-        Ok(info) => Candidate { path: path.to_path_buf(), origin, info: Some(info.into()), refused: None },
-        Err(why) => Candidate { path: path.to_path_buf(), origin, info: None, refused: Some(why) },
+/// [`probe`] in a worker subprocess (`scdd plugin-worker --probe PLUGIN`, 60 s at most): the
+/// descriptor as JSON on its stdout, or the reason on its stderr; a crash names its signal.
+pub fn probe_in_worker(worker: &Path, path: &Path) -> std::result::Result<Info, String> {
+    let out = super::worker::run_limited(
+        std::process::Command::new(worker).arg("plugin-worker").arg("--probe").arg(path),
+        std::time::Duration::from_secs(60),
+    )?;
+    if !out.status.success() {
+        return Err(super::worker::describe_exit(out.status, &out.last_stderr_line));
     }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable probe answer ({e})"))
 }
 
 /// A loaded plugin whose descriptor passed [`check_descriptor`].
@@ -137,7 +178,7 @@ pub fn probe(path: &Path) -> std::result::Result<PluginInfo, String> {
 /// The candidates as a table.
 pub fn render(found: &[Candidate]) -> String {
     if found.is_empty() {
-        let dirs: Vec<String> = search_dirs().iter().map(|(d, _)| d.display().to_string()).collect();
+        let dirs: Vec<String> = search_dirs().iter().map(|(d, _, _)| d.display().to_string()).collect();
         return format!("no plugins found (searched: {}; set {PLUGIN_PATH_VAR} or name a file)\n", dirs.join(", "));
     }
     let mut s = String::from("| name | version | ABI | needs | origin | path | status |\n|---|---|---|---|---|---|---|\n");

@@ -23,6 +23,9 @@ pub struct PluginJob<'a> {
     pub labels: &'a [u32],
     /// Test cells, row-major `n_test × genes.len()`.
     pub test: &'a [f32],
+    /// Whether the cells are `log1p` values (then a plugin that needs counts gets `expm1(x)`;
+    /// otherwise the values themselves).
+    pub log1p: bool,
 }
 
 /// A plugin's predictions for the test cells.
@@ -41,6 +44,7 @@ struct JobHeader {
     genes: Vec<String>,
     n_train: usize,
     n_test: usize,
+    log1p: bool,
 }
 
 static JOB_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -76,25 +80,54 @@ pub fn run_in_worker(worker: &Path, plugin: &Path, job: &PluginJob, limit: Durat
             genes: job.genes.to_vec(),
             n_train,
             n_test,
+            log1p: job.log1p,
         };
         let io = |e: std::io::Error| format!("writing the job to {}: {e}", dir.display());
         std::fs::write(dir.join("job.json"), serde_json::to_vec(&header).map_err(|e| e.to_string())?).map_err(io)?;
         write_f32(&dir.join("train.f32"), job.train).map_err(io)?;
         std::fs::write(dir.join("labels.u32"), job.labels.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).map_err(io)?;
         write_f32(&dir.join("test.f32"), job.test).map_err(io)?;
-        // stderr goes to a file: a pipe read only after exit would block a chatty plugin once
-        // full, and that would look like a hang.
-        let err_path = dir.join("stderr.txt");
-        let err_file = std::fs::File::create(&err_path).map_err(io)?;
-        let mut child = std::process::Command::new(worker)
-            .arg("plugin-worker")
-            .arg(plugin)
-            .arg(&dir)
+        let mut cmd = std::process::Command::new(worker);
+        cmd.arg("plugin-worker").arg(plugin).arg(&dir);
+        let out = run_limited(&mut cmd, limit)?;
+        if !out.status.success() {
+            return Err(describe_exit(out.status, &out.last_stderr_line));
+        }
+        let p: Prediction = serde_json::from_slice(&std::fs::read(dir.join("result.json")).map_err(|e| format!("no result: {e}"))?)
+            .map_err(|e| format!("unreadable result: {e}"))?;
+        check_prediction(&p, n_test, job.class_names.len())?;
+        Ok(p)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// What a subprocess run under [`run_limited`] left.
+pub struct LimitedOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    /// Its last non-empty line on stderr (trimmed).
+    pub last_stderr_line: String,
+}
+
+/// Runs `cmd` with stdin closed, waiting at most `limit` (then kills it: an error naming the
+/// limit). stdout and stderr go to scratch files, not pipes: a pipe read only after exit would
+/// block a chatty child once full, and that would look like a hang.
+pub fn run_limited(cmd: &mut std::process::Command, limit: Duration) -> Result<LimitedOutput, String> {
+    let stem = std::env::temp_dir().join(format!(
+        "scdd-worker-{}-{}",
+        std::process::id(),
+        JOB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let (out_path, err_path) = (stem.with_extension("out"), stem.with_extension("err"));
+    let result = (|| {
+        let file = |p: &Path| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut child = cmd
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(err_file)
+            .stdout(file(&out_path)?)
+            .stderr(file(&err_path)?)
             .spawn()
-            .map_err(|e| format!("cannot start the worker {}: {e}", worker.display()))?;
+            .map_err(|e| format!("cannot start the worker {}: {e}", cmd.get_program().to_string_lossy()))?;
         let start = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
@@ -108,20 +141,16 @@ pub fn run_in_worker(worker: &Path, plugin: &Path, job: &PluginJob, limit: Durat
             std::thread::sleep(Duration::from_millis(10));
         };
         let stderr = String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned();
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        if !status.success() {
-            return Err(describe_exit(status, &last));
-        }
-        let p: Prediction = serde_json::from_slice(&std::fs::read(dir.join("result.json")).map_err(|e| format!("no result: {e}"))?)
-            .map_err(|e| format!("unreadable result: {e}"))?;
-        check_prediction(&p, n_test, job.class_names.len())?;
-        Ok(p)
+        let last_stderr_line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+        Ok(LimitedOutput { status, stdout: std::fs::read(&out_path).unwrap_or_default(), last_stderr_line })
     })();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
     result
 }
 
-fn describe_exit(status: std::process::ExitStatus, last: &str) -> String {
+/// One line for a worker that did not succeed: the signal that killed it, or its last error line.
+pub fn describe_exit(status: std::process::ExitStatus, last: &str) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
@@ -164,6 +193,13 @@ pub fn check_prediction(p: &Prediction, n_test: usize, n_classes: usize) -> Resu
     Ok(())
 }
 
+/// The worker's side of a probe (`scdd plugin-worker --probe PLUGIN`): the checked descriptor
+/// as JSON.
+pub fn probe_main(plugin: &Path) -> Result<String, String> {
+    let info: super::plugins::Info = super::plugins::probe(plugin)?.into();
+    serde_json::to_string(&info).map_err(|e| e.to_string())
+}
+
 /// The worker's side (`scdd plugin-worker PLUGIN DIR`): load, check, create, fit, predict, write
 /// `DIR/result.json`. Runs in its own process; any failure is the returned error.
 pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
@@ -190,6 +226,17 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
     let gene_p: Vec<_> = gene_c.iter().map(|s| s.as_ptr()).collect();
     let config = CString::new(header.config_json.as_str()).map_err(|_| "config holds a NUL byte".to_string())?;
     let mut out = Prediction { labels: vec![0; header.n_test], probs: vec![0.0; header.n_test * k] };
+    // Counts at the cells' normalised total: synthetic cells have no sequencing depth, so every
+    // cell, real or synthetic, is given on the same scale.
+    let wants_counts = loaded.info.needs & scdd_plugin_api::SCDD_NEEDS_COUNTS != 0;
+    let to_counts = |v: &[f32]| -> Vec<f32> {
+        match (wants_counts, header.log1p) {
+            (false, _) => Vec::new(),
+            (true, true) => v.iter().map(|x| x.exp_m1()).collect(),
+            (true, false) => v.to_vec(),
+        }
+    };
+    let (train_counts, test_counts) = (to_counts(&train), to_counts(&test));
     // SAFETY: the descriptor was checked by `open` and lives as long as `loaded`; every pointer
     // passed below outlives the call it is passed to, and the output buffers have the sizes the
     // ABI states.
@@ -207,10 +254,11 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
         if model.is_null() {
             return Err(format!("create: {}", err(std::ptr::null())));
         }
+        let matrix = |v: &[f32], n: usize| ScddMatrix { data: v.as_ptr(), n_cells: n as u64, n_genes: g as u64 };
         let none = ScddMatrix { data: std::ptr::null(), n_cells: 0, n_genes: 0 };
         let fit = ScddFitInput {
-            x: ScddMatrix { data: train.as_ptr(), n_cells: header.n_train as u64, n_genes: g as u64 },
-            counts: none,
+            x: matrix(&train, header.n_train),
+            counts: if wants_counts { matrix(&train_counts, header.n_train) } else { none },
             labels: labels.as_ptr(),
             n_classes: k as u32,
             class_names: class_p.as_ptr(),
@@ -222,7 +270,10 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
             (d.free)(model);
             return Err(format!("fit: {m}"));
         }
-        let input = ScddPredictInput { x: ScddMatrix { data: test.as_ptr(), n_cells: header.n_test as u64, n_genes: g as u64 }, counts: none };
+        let input = ScddPredictInput {
+            x: matrix(&test, header.n_test),
+            counts: if wants_counts { matrix(&test_counts, header.n_test) } else { none },
+        };
         let mut output = ScddPredictOutput { labels: out.labels.as_mut_ptr(), probs: out.probs.as_mut_ptr() };
         let r = (d.predict)(model, &input, &mut output);
         if r != SCDD_OK {

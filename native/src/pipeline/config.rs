@@ -4,7 +4,8 @@
 //! [`Config::validate`] before any stage runs.
 use crate::distill::{DistillParams, Init, Method};
 use crate::error::{bail, Context, Result};
-use crate::evaluate::{EvalParams, EvaluatorKind};
+use crate::evaluate::EvalParams;
+use std::collections::BTreeMap;
 use crate::foundation::FoundationConfig;
 use crate::generator::GeneratorConfig;
 use crate::io::h5ad::MatrixSpec;
@@ -138,8 +139,14 @@ impl Default for DistillSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateSection {
-    /// Evaluators: default (foundation encoder + linear head), lr, mlp (on genes).
-    pub evaluators: Vec<EvaluatorKind>,
+    /// Evaluators: default (foundation encoder + linear head), lr, mlp (on genes), and plugins
+    /// by name or path (as `scdd evaluate --evaluators`).
+    pub evaluators: Vec<String>,
+    /// Each plugin's JSON config, by the name used in `evaluators`:
+    /// `[evaluate.plugin_config.celltypist]` then its keys.
+    pub plugin_config: BTreeMap<String, serde_json::Value>,
+    /// Time limit of one plugin fit + predict, seconds.
+    pub plugin_time_limit_s: u64,
     /// Fresh initialisations of each evaluator per synthetic set.
     pub repeats: usize,
     /// SGD steps of the default evaluator's linear head.
@@ -152,7 +159,15 @@ pub struct EvaluateSection {
 impl Default for EvaluateSection {
     fn default() -> Self {
         let e = EvalParams::default();
-        EvaluateSection { evaluators: e.evaluators, repeats: e.repeats, steps: e.steps, lr: e.lr, full_training_set: true }
+        EvaluateSection {
+            evaluators: e.evaluators.iter().map(|e| e.name().to_string()).collect(),
+            plugin_config: BTreeMap::new(),
+            plugin_time_limit_s: e.plugin_time_limit_s,
+            repeats: e.repeats,
+            steps: e.steps,
+            lr: e.lr,
+            full_training_set: true,
+        }
     }
 }
 
@@ -206,7 +221,7 @@ impl Config {
         }
         self.foundation_params().check().context("[foundation]")?;
         self.generator_params().check().context("[generator]")?;
-        self.eval_params().check().context("[evaluate]")?;
+        self.eval_params().and_then(|p| p.check()).context("[evaluate]")?;
         for &spc in &self.distill.spc {
             for &m in &self.methods()? {
                 let p = self.distill_params(m, spc);
@@ -285,14 +300,17 @@ impl Config {
         }
     }
 
-    pub fn eval_params(&self) -> EvalParams {
-        EvalParams {
+    /// `[evaluate]` with its evaluators resolved (plugins found and their descriptors read, in
+    /// worker subprocesses; see [`crate::evaluate::host::resolve`]).
+    pub fn eval_params(&self) -> Result<EvalParams> {
+        Ok(EvalParams {
             repeats: self.evaluate.repeats,
             seed: self.seed,
             steps: self.evaluate.steps,
             lr: self.evaluate.lr,
-            evaluators: self.evaluate.evaluators.clone(),
-        }
+            evaluators: crate::evaluate::host::resolve(&self.evaluate.evaluators, &self.evaluate.plugin_config)?,
+            plugin_time_limit_s: self.evaluate.plugin_time_limit_s,
+        })
     }
 }
 

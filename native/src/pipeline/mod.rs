@@ -65,7 +65,7 @@ pub fn report_config(cfg: &Config) -> Result<ReportConfig> {
         methods: cfg.methods()?,
         main: cfg.main_method()?,
         spc: cfg.distill.spc.clone(),
-        evaluate: cfg.eval_params(),
+        evaluate: cfg.eval_params()?,
         report: cfg.report.clone(),
         config: serde_json::to_value(cfg)?,
     })
@@ -197,12 +197,12 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
         },
     )?;
     let generator = g_dir.join("generator.scddg");
-    let plan: Checked<EvalParams> = cfg.eval_params().check()?;
+    let plan: Checked<EvalParams> = cfg.eval_params()?.check()?;
     let mut lazy = Lazy {
         generator: generator.clone(),
         test_cells: test.clone(),
         label: entry.label.clone(),
-        gene_space: plan.evaluators.iter().any(|e| e.gene_space()),
+        gene_space: plan.gene_space(),
         test_features: None,
         bundle: None,
         cpu: None,
@@ -226,17 +226,20 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
 
     let eval_key = json!({ "label": entry.label, "plan": &*plan });
     let evaluate = |store: &mut StageStore, lazy: &mut Lazy, what: &str, cells: &Path, synthetic: bool| -> Result<PathBuf> {
-        let inputs = vec![cells.to_path_buf(), tf_inputs[0].clone(), tf_inputs[1].clone(), generator.clone()];
+        let mut inputs = vec![cells.to_path_buf(), tf_inputs[0].clone(), tf_inputs[1].clone(), generator.clone()];
+        // A rebuilt plugin re-runs its evaluations.
+        inputs.extend(crate::evaluate::host::plugin_files(&plan.evaluators));
         let dir = store.stage(stage_id("evaluate", name, format!("evaluate {what}")), &eval_key, &inputs, |dir| {
             lazy.load_test()?;
             let (bundle, model, test) = (lazy.bundle.as_ref().unwrap(), lazy.cpu.as_ref().unwrap(), lazy.test.as_ref().unwrap());
             let (x, labels) = if synthetic { synthetic_matrix(cells, bundle, &entry.label)? } else { model_matrix(cells, bundle, &entry.label)? };
-            let r = evaluate(model, x.view(), &labels, &bundle.classes, test, &plan)?;
+            let r = evaluate(model, x.view(), &labels, &bundle.classes, &bundle.genes, test, &plan)?;
             let scores: Vec<String> = r
                 .results
                 .iter()
                 .chain(r.headline().as_ref())
                 .map(|s| format!("{} {:.2} ± {:.2}", s.evaluator, 100.0 * s.accuracy_mean, 100.0 * s.accuracy_std))
+                .chain(r.failures.iter().map(|f| format!("{} failed", f.evaluator)))
                 .collect();
             println!("    accuracy % ({} training cells): {}", x.nrows(), scores.join(" · "));
             fs::write_json(&dir.join("eval.json"), &r)

@@ -52,6 +52,8 @@ pub struct Score {
     pub accuracy_std: f64,
     pub macro_f1_mean: f64,
     pub macro_f1_std: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Score {
@@ -63,6 +65,7 @@ impl Score {
             accuracy_std: s.accuracy_std,
             macro_f1_mean: s.macro_f1_mean,
             macro_f1_std: s.macro_f1_std,
+            warnings: s.warnings.clone(),
         }
     }
 }
@@ -83,6 +86,9 @@ pub struct ResultEntry {
     pub evaluator: String,
     /// Every evaluator's score (the headline's parts and the paper's default).
     pub by_evaluator: Vec<Score>,
+    /// Evaluators that failed on this set, with the reason.
+    #[serde(default)]
+    pub failures: BTreeMap<String, String>,
     /// Synthetic cells / training cells.
     pub compression_ratio: f64,
     pub accuracy_mean: f64,
@@ -259,6 +265,7 @@ fn entry_from(
     ResultEntry {
         evaluator: s.evaluator.clone(),
         by_evaluator: r.results.iter().chain(r.headline().as_ref()).map(Score::of).collect(),
+        failures: r.failures.iter().map(|f| (f.evaluator.clone(), f.error.clone())).collect(),
         method: method.into(),
         label: label.into(),
         spc,
@@ -360,6 +367,40 @@ fn dataset_report(cfg: &ReportConfig, d: &DatasetRun, main: Method, out: &Path) 
         100.0,
     )?;
     plots.push(file);
+
+    // Across architectures: one group per evaluator, one bar per method (and the full set).
+    let evaluators = entry_evaluators(results.iter().chain(full.iter()));
+    if evaluators.len() > 2 {
+        for &k in spcs {
+            let mut series: Vec<plot::BarSeries> = cfg
+                .methods
+                .iter()
+                .map(|m| {
+                    let e = results.iter().find(|e| e.method == m.name() && e.spc == Some(k));
+                    let vals = evaluators
+                        .iter()
+                        .map(|ev| e.and_then(|e| score(e, ev)).map(|x| (100.0 * x.accuracy_mean, 100.0 * x.accuracy_std)))
+                        .collect();
+                    (method_label(*m).to_string(), vals)
+                })
+                .collect();
+            if let Some(f) = &full {
+                let vals = evaluators.iter().map(|ev| score(f, ev).map(|x| (100.0 * x.accuracy_mean, 100.0 * x.accuracy_std))).collect();
+                series.push((FULL_LABEL.to_string(), vals));
+            }
+            let file = format!("architectures_{name}_spc{k}.svg");
+            plot::bars(
+                &out.join(&file),
+                &format!("{name}, SPC {k}: test accuracy by evaluator (mean ± std over seeds)"),
+                "accuracy (%)",
+                &evaluators,
+                &series,
+                None,
+                100.0,
+            )?;
+            plots.push(file);
+        }
+    }
 
     // Loss curves.
     let curves: Vec<plot::Series> = logs
@@ -682,18 +723,25 @@ fn score<'a>(e: &'a ResultEntry, evaluator: &str) -> Option<&'a Score> {
 
 /// Evaluators present in the results, in display order: the headline, its parts, the rest.
 fn evaluators_in(json: &ReportJson) -> Vec<String> {
+    entry_evaluators(json.datasets.iter().flat_map(|d| d.results.iter().chain(d.full.iter())))
+}
+
+/// Evaluators that ran or failed on `entries`, in display order: the headline, its parts, the
+/// paper's default and the plugins in the order run.
+fn entry_evaluators<'a>(entries: impl Iterator<Item = &'a ResultEntry>) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for e in json.datasets.iter().flat_map(|d| d.results.iter().chain(d.full.iter())) {
-        for s in &e.by_evaluator {
-            if !names.contains(&s.evaluator) {
-                names.push(s.evaluator.clone());
+    for e in entries {
+        for n in e.by_evaluator.iter().map(|s| &s.evaluator).chain(e.failures.keys()) {
+            if !names.contains(n) {
+                names.push(n.clone());
             }
         }
     }
     let rank = |n: &String| match n.parse::<EvaluatorKind>() {
         _ if n == HEADLINE => 0,
         Ok(k) if k.gene_space() => 1,
-        _ => 2,
+        Ok(_) => 2,
+        Err(_) => 3,
     };
     names.sort_by_key(|n| rank(n));
     names
@@ -800,6 +848,15 @@ fn markdown(json: &ReportJson, cfg: &ReportConfig) -> Result<String> {
         })?);
     }
 
+    if evaluators.len() > 2 {
+        writeln!(s, "\n## Across architectures (Table IV)\n")?;
+        writeln!(
+            s,
+            "Each set trains every evaluator; accuracy % (macro-F1 %) on the real test split, mean ± std over seeds. \
+             Plugin evaluators are loaded at run time (see `scdd plugins`).\n"
+        )?;
+        s.push_str(&architectures_markdown(json, cfg, &evaluators)?);
+    }
     for d in &json.datasets {
         writeln!(s, "\n## Dataset {}\n", d.name)?;
         writeln!(
@@ -894,6 +951,107 @@ fn markdown(json: &ReportJson, cfg: &ReportConfig) -> Result<String> {
     let ran: f64 = json.stages.iter().filter(|s| s.ran).map(|s| s.seconds).sum();
     let all: f64 = json.stages.iter().map(|s| s.seconds).filter(|v| v.is_finite()).sum();
     writeln!(s, "\nStage time this run: {}; all stages as first computed: {}.", fmt_secs(ran), fmt_secs(all))?;
+    Ok(s)
+}
+
+/// The Table IV view: for each dataset and SPC, methods × evaluators (accuracy ± std and
+/// macro-F1), the full training set last; failures named below each table. With several
+/// datasets, the mean accuracy over them first.
+fn architectures_markdown(json: &ReportJson, cfg: &ReportConfig, evaluators: &[String]) -> Result<String> {
+    let mut s = String::new();
+    let header = |s: &mut String, first: &str| -> std::fmt::Result {
+        write!(s, "| {first} |")?;
+        for ev in evaluators {
+            write!(s, " {} |", evaluator_label(ev))?;
+        }
+        writeln!(s)?;
+        writeln!(s, "|---|{}", "---:|".repeat(evaluators.len()))
+    };
+    if json.datasets.len() > 1 {
+        writeln!(s, "Mean accuracy % over the {} datasets:\n", json.datasets.len())?;
+        header(&mut s, "Method")?;
+        // `which`: a method and SPC, or None for the full training set.
+        let mean_of = |which: Option<(Method, usize)>, ev: &str| -> String {
+            let pick = |d: &DatasetReport| -> Option<f64> {
+                let e = match which {
+                    Some((m, k)) => d.results.iter().find(|e| e.method == m.name() && e.spc == Some(k)),
+                    None => d.full.as_ref(),
+                };
+                e.and_then(|e| score(e, ev)).map(|x| x.accuracy_mean)
+            };
+            let v: Vec<f64> = json.datasets.iter().filter_map(pick).collect();
+            if v.len() == json.datasets.len() {
+                pct(v.iter().sum::<f64>() / v.len() as f64)
+            } else {
+                format!("– ({} of {})", v.len(), json.datasets.len())
+            }
+        };
+        for &k in &cfg.spc {
+            for m in &cfg.methods {
+                write!(s, "| {} SPC {k} |", method_label(*m))?;
+                for ev in evaluators {
+                    write!(s, " {} |", mean_of(Some((*m, k)), ev))?;
+                }
+                writeln!(s)?;
+            }
+        }
+        if json.datasets.iter().all(|d| d.full.is_some()) {
+            write!(s, "| {FULL_LABEL} |")?;
+            for ev in evaluators {
+                write!(s, " {} |", mean_of(None, ev))?;
+            }
+            writeln!(s)?;
+        }
+        writeln!(s)?;
+    }
+    let cell = |e: &ResultEntry, ev: &str| match (score(e, ev), e.failures.get(ev)) {
+        (Some(x), _) => format!(
+            "{} ± {} ({}){}",
+            pct(x.accuracy_mean),
+            pct(x.accuracy_std),
+            pct(x.macro_f1_mean),
+            if x.warnings.is_empty() { "" } else { " ⚠" }
+        ),
+        (None, Some(_)) => "failed".to_string(),
+        (None, None) => "–".to_string(),
+    };
+    for d in &json.datasets {
+        writeln!(s, "{}:\n", d.name)?;
+        header(&mut s, "Training set")?;
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut warned: Vec<String> = Vec::new();
+        for &k in &cfg.spc {
+            for e in d.results.iter().filter(|e| e.spc == Some(k)) {
+                write!(s, "| {} SPC {k} |", e.label)?;
+                for ev in evaluators {
+                    write!(s, " {} |", cell(e, ev))?;
+                }
+                writeln!(s)?;
+                failed.extend(e.failures.clone());
+                for x in e.by_evaluator.iter().filter(|x| x.evaluator != HEADLINE) {
+                    for w in &x.warnings {
+                        warned.push(format!("{} SPC {k}, {}: {w}", e.label, x.evaluator));
+                    }
+                }
+            }
+        }
+        if let Some(f) = &d.full {
+            write!(s, "| {} |", f.label)?;
+            for ev in evaluators {
+                write!(s, " {} |", cell(f, ev))?;
+            }
+            writeln!(s)?;
+            failed.extend(f.failures.clone());
+        }
+        writeln!(s)?;
+        for (ev, why) in failed {
+            writeln!(s, "- {ev} failed: {why}")?;
+        }
+        for w in warned {
+            writeln!(s, "- ⚠ {w}")?;
+        }
+        writeln!(s)?;
+    }
     Ok(s)
 }
 
