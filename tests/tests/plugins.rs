@@ -243,3 +243,37 @@ fn scdd_evaluate_runs_plugins_next_to_built_ins_and_records_each_failure() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("failed: seed 0: create: config c = -1: must be positive"));
 }
+
+#[test]
+fn a_python_file_with_fit_and_predict_is_an_evaluator() {
+    use scdd::io::h5ad::{read_h5ad, write_h5ad, ReadOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let ds = read_h5ad(Path::new(PANCREAS), &ReadOptions::default()).unwrap();
+    let rows = |start: usize| (start..ds.n_cells()).step_by(8).collect::<Vec<usize>>();
+    let (train, test, gen) = (dir.path().join("train.h5ad"), dir.path().join("test.h5ad"), dir.path().join("gen.scddg"));
+    write_h5ad(&train, &ds.select_cells(&rows(0)), &Default::default()).unwrap();
+    write_h5ad(&test, &ds.select_cells(&rows(4)), &Default::default()).unwrap();
+    std::fs::write(&gen, common::random_generator(&ds, 8, 16, 1).to_bytes()).unwrap();
+    let broken = dir.path().join("broken.py");
+    std::fs::write(&broken, "def fit(X, y, genes, seed):\n    raise RuntimeError('no model today')\n\ndef predict(X):\n    return X\n").unwrap();
+    let example = workspace_root().join("plugins/examples/sklearn_evaluator.py");
+    let json = dir.path().join("eval.json");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let evaluators = format!("lr,{},{}", s(&example), s(&broken));
+    let python = common::python();
+    let out = scdd_env(
+        &[
+            "evaluate", &s(&train), "--test", &s(&test), "-m", &s(&gen), "--repeats", "2", "--evaluators", &evaluators,
+            "--plugin-config", r#"sklearn_evaluator={"n_estimators": 30}"#, "--json", &s(&json),
+        ],
+        &[("SCDD_PYTHON", python.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rf = r["results"].as_array().unwrap().iter().find(|e| e["evaluator"] == "sklearn_evaluator").expect("the Python evaluator ran");
+    assert_eq!(rf["repeats"], 2);
+    let (rf_acc, lr_acc) = (rf["accuracy_mean"].as_f64().unwrap(), r["results"][0]["accuracy_mean"].as_f64().unwrap());
+    assert!(rf_acc > 0.6 && rf_acc > lr_acc - 0.15, "random forest {rf_acc} vs lr {lr_acc}");
+    assert_eq!(r["failures"][0]["evaluator"], "broken");
+    assert!(r["failures"][0]["error"].as_str().unwrap().contains("RuntimeError: no model today"), "{}", r["failures"][0]);
+}

@@ -25,6 +25,32 @@ pub enum BenchCmd {
     /// SCDG training and DM+DC distillation (SPC 1 and 10) side by side with a compact PyTorch
     /// implementation of the same loops: same data, sizes and threads.
     Torch(TorchArgs),
+    /// The evaluator plugins: `celltypist` against the real CellTypist 1.7.1 on the same splits
+    /// (accuracy, agreement, training time), and one fit of each plugin on 100 and 10 000 cells.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvaluateArgs {
+    /// `scdd split` output directories (train.h5ad, test.h5ad, split.json), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub splits: Vec<PathBuf>,
+    /// Python with celltypist 1.7.1 [default: <workspace>/.venv-celltypist/bin/python, made by
+    /// scripts/celltypist-venv.sh].
+    #[arg(long)]
+    pub celltypist_python: Option<PathBuf>,
+    /// Plugins whose fit time is measured.
+    #[arg(long, value_delimiter = ',', default_values_t = ["celltypist".to_string(), "cnn".to_string(), "transformer".to_string()])]
+    pub plugins: Vec<String>,
+    /// Training-set sizes for the fit times.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 10_000])]
+    pub sizes: Vec<usize>,
+    /// Scratch space (the matrices handed to CellTypist).
+    #[arg(long, default_value = "target/bench-evaluate")]
+    pub dir: PathBuf,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -33,6 +59,14 @@ pub fn run(args: Args) -> Result<()> {
         BenchCmd::Train(a) => bench::train::run(a.params())?,
         BenchCmd::Distill(a) => bench::distill::run(a.params())?,
         BenchCmd::Torch(a) => bench::torch::run(a.params())?,
+        BenchCmd::Evaluate(a) => bench::evaluate::run(bench::evaluate::EvalBenchParams {
+            splits: a.splits,
+            celltypist_python: a.celltypist_python,
+            plugins: a.plugins,
+            sizes: a.sizes,
+            dir: a.dir,
+            json: a.json,
+        })?,
     }
     Ok(())
 }

@@ -1,14 +1,16 @@
 //! Plugin evaluators next to the built-in ones: what an `--evaluators` entry (or the pipeline's
 //! `[evaluate] evaluators`) names, and running a resolved plugin over seeds.
 //!
-//! An entry is a built-in name (`default`, `lr`, `mlp`), a plugin's path (anything with a path
-//! separator or the platform's shared-library extension), or a plugin's name as its descriptor
-//! states it, looked up on `SCDD_PLUGIN_PATH` and in the built-in folder. A name that is none of
+//! An entry is a built-in name (`default`, `lr`, `mlp`), a Python file (`.py`, defining
+//! `fit(X, y, genes, seed)` and `predict(X)`; run by `$SCDD_PYTHON` or `python3` in its own
+//! process), a plugin's path (anything with a path separator or the platform's shared-library
+//! extension), or a plugin's name as its descriptor states it, looked up on `SCDD_PLUGIN_PATH`
+//! and in the built-in folder. A name that is none of
 //! these is a typo and stops the command before any work. A plugin that exists but cannot be
 //! used — not a library, no descriptor, another ABI, a missing resource file — is resolved
 //! as *refused*: the run goes on and that evaluator's result is the reason.
 use super::plugins::{discover, probe_in_worker, Info};
-use super::worker::{run_in_worker, self_worker, PluginJob};
+use super::worker::{run_in_worker, run_python, self_worker, PluginJob};
 use super::{EvaluatorKind, TestSet};
 use crate::error::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -61,6 +63,37 @@ pub struct PluginSpec {
     /// Why it cannot run: its result is this message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// For a Python evaluator (a `.py` file defining `fit` and `predict`): the interpreter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PathBuf>,
+}
+
+/// The interpreter for Python evaluators: `$SCDD_PYTHON`, else `python3` on the PATH.
+pub fn python_interpreter() -> PathBuf {
+    match std::env::var_os("SCDD_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("python3"),
+    }
+}
+
+/// A Python evaluator file as a plugin spec: refused when the interpreter cannot import numpy.
+fn python_spec(path: PathBuf, config: serde_json::Value) -> PluginSpec {
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let python = python_interpreter();
+    let check = std::process::Command::new(&python).args(["-c", "import numpy"]).output();
+    let refused = match check {
+        Ok(o) if o.status.success() => None,
+        Ok(_) => Some(format!("the Python interpreter {} cannot import numpy (set SCDD_PYTHON)", python.display())),
+        Err(e) => Some(format!("cannot run the Python interpreter {} ({e}; set SCDD_PYTHON)", python.display())),
+    };
+    let info = Info {
+        name: name.clone(),
+        version: "python file".into(),
+        abi: "python".into(),
+        needs: vec!["log-normalised".into(), "gene-names".into()],
+        resources: vec![],
+    };
+    PluginSpec { name, path, config, info: Some(info), refused, python: Some(python) }
 }
 
 /// Whether an entry names a file rather than a plugin by name.
@@ -88,6 +121,21 @@ pub fn resolve_with(entries: &[String], configs: &BTreeMap<String, serde_json::V
         }
         let spec = if let Ok(k) = entry.parse::<EvaluatorKind>() {
             EvaluatorSpec::BuiltIn(k)
+        } else if entry.ends_with(".py") {
+            let path = PathBuf::from(entry);
+            if !path.is_file() {
+                bail!("--evaluators: {entry}: no such file");
+            }
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let key = [entry, stem.as_str()].into_iter().find(|k| configs.contains_key(*k));
+            let config = key.map(|k| configs[k].clone()).unwrap_or_else(|| serde_json::json!({}));
+            if let Some(k) = key {
+                used_keys.push(k.to_string());
+            }
+            if stem.parse::<EvaluatorKind>().is_ok() {
+                bail!("--evaluators: {entry} is named like a built-in evaluator; rename the file");
+            }
+            EvaluatorSpec::Plugin(Box::new(python_spec(path, config)))
         } else {
             let (path, verdict) = if looks_like_path(entry) {
                 let path = PathBuf::from(entry);
@@ -135,7 +183,7 @@ pub fn resolve_with(entries: &[String], configs: &BTreeMap<String, serde_json::V
                 }
                 refused = refused.or_else(|| missing_resource(i, &config));
             }
-            EvaluatorSpec::Plugin(Box::new(PluginSpec { name, path, config, info, refused }))
+            EvaluatorSpec::Plugin(Box::new(PluginSpec { name, path, config, info, refused, python: None }))
         };
         if out.iter().any(|e| e.name() == spec.name()) {
             bail!("--evaluators: '{}' given twice", spec.name());
@@ -185,7 +233,11 @@ pub fn run_plugin(
     for r in 0..repeats {
         let s = seed + r as u64;
         let job = PluginJob { config_json: &config, seed: s, class_names: classes, genes, train: &train, labels, test: &test_v, log1p };
-        let p = run_in_worker(&worker, &plugin.path, &job, limit).map_err(|e| if repeats > 1 { format!("seed {s}: {e}") } else { e })?;
+        let p = match &plugin.python {
+            Some(python) => run_python(python, &plugin.path, &job, limit),
+            None => run_in_worker(&worker, &plugin.path, &job, limit),
+        }
+        .map_err(|e| if repeats > 1 { format!("seed {s}: {e}") } else { e })?;
         preds.push(p.labels);
     }
     Ok(preds)

@@ -61,6 +61,34 @@ fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
 /// result. The error is one line naming what failed: the plugin's own message, a crash with
 /// its signal, the time limit, or an invalid result.
 pub fn run_in_worker(worker: &Path, plugin: &Path, job: &PluginJob, limit: Duration) -> Result<Prediction, String> {
+    run_job(job, limit, |dir| {
+        let mut cmd = std::process::Command::new(worker);
+        cmd.arg("plugin-worker").arg(plugin).arg(dir);
+        Ok(cmd)
+    })
+}
+
+/// The Python adapter's side, run by the user's interpreter: loads the user's file, calls its
+/// `fit(X, y, genes, seed)` (and `config=` when its `fit` takes it) and `predict(X)` (class
+/// ids, or per-class probabilities), writes `result.json`.
+const PYTHON_RUNNER: &str = include_str!("python_runner.py");
+
+/// Runs the evaluator defined in the Python file `script` (functions `fit(X, y, genes, seed)` and
+/// `predict(X)`) on `job` with the interpreter `python`, in its own process under `limit`; the
+/// result is checked as a plugin's.
+pub fn run_python(python: &Path, script: &Path, job: &PluginJob, limit: Duration) -> Result<Prediction, String> {
+    run_job(job, limit, |dir| {
+        let runner = dir.join("scdd_runner.py");
+        std::fs::write(&runner, PYTHON_RUNNER).map_err(|e| format!("{}: {e}", runner.display()))?;
+        let mut cmd = std::process::Command::new(python);
+        cmd.arg(&runner).arg(dir).arg(script);
+        Ok(cmd)
+    })
+}
+
+/// Writes `job` to a scratch directory, runs the command `make` builds for it under `limit`, and
+/// reads and checks `result.json`.
+fn run_job(job: &PluginJob, limit: Duration, make: impl FnOnce(&Path) -> Result<std::process::Command, String>) -> Result<Prediction, String> {
     let g = job.genes.len();
     let (n_train, n_test) = (job.labels.len(), job.test.len().checked_div(g).unwrap_or(0));
     if g == 0 || job.train.len() != n_train * g || job.test.len() != n_test * g {
@@ -87,8 +115,7 @@ pub fn run_in_worker(worker: &Path, plugin: &Path, job: &PluginJob, limit: Durat
         write_f32(&dir.join("train.f32"), job.train).map_err(io)?;
         std::fs::write(dir.join("labels.u32"), job.labels.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).map_err(io)?;
         write_f32(&dir.join("test.f32"), job.test).map_err(io)?;
-        let mut cmd = std::process::Command::new(worker);
-        cmd.arg("plugin-worker").arg(plugin).arg(&dir);
+        let mut cmd = make(&dir)?;
         let out = run_limited(&mut cmd, limit)?;
         if !out.status.success() {
             return Err(describe_exit(out.status, &out.last_stderr_line));
