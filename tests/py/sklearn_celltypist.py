@@ -4,20 +4,14 @@ the training cells, StandardScaler fit on them, clip above 10, one-vs-rest
 LogisticRegression(C=1) (CellTypist's multi_class="ovr"), predict the largest decision value.
 Prints JSON: test predictions (class indices in sorted-name order) and accuracy."""
 import json, sys, warnings
-import numpy as np, anndata as ad
+import numpy as np
+import halves
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
 warnings.filterwarnings("ignore")
-path, label = sys.argv[1], sys.argv[2]
-a = ad.read_h5ad(path)
-x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
-x = np.log1p(x / x.sum(1, keepdims=True) * 1e4).astype(np.float64)
-names = np.asarray(a.obs[label].astype(str))
-classes = sorted(set(names))
-y = np.array([classes.index(n) for n in names])
-tr, te = np.arange(0, len(y), 2), np.arange(1, len(y), 2)
+x, y, classes, tr, te = halves.load(sys.argv[1], sys.argv[2])
 keep = x[tr].sum(0) != 0
 scaler = StandardScaler().fit(x[tr][:, keep])
 z = lambda m: np.minimum(scaler.transform(m[:, keep]), 10)

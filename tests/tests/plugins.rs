@@ -156,24 +156,27 @@ fn workspace_plugin(name: &str) -> PathBuf {
     lib
 }
 
+/// Pancreas cells for `scdd evaluate`: every `step`-th cell from 0 as training, from `step / 2`
+/// as test, and a random generator bundle for their genes and classes. Returns (train, test, bundle).
+fn eval_fixture(dir: &Path, step: usize) -> (PathBuf, PathBuf, PathBuf) {
+    use scdd::io::h5ad::{read_h5ad, write_h5ad, ReadOptions};
+    let ds = read_h5ad(Path::new(PANCREAS), &ReadOptions::default()).unwrap();
+    let rows = |start: usize| (start..ds.n_cells()).step_by(step).collect::<Vec<usize>>();
+    let (train, test, gen) = (dir.join("train.h5ad"), dir.join("test.h5ad"), dir.join("gen.scddg"));
+    write_h5ad(&train, &ds.select_cells(&rows(0)), &Default::default()).unwrap();
+    write_h5ad(&test, &ds.select_cells(&rows(step / 2)), &Default::default()).unwrap();
+    std::fs::write(&gen, common::random_generator(&ds, 8, 16, 1).to_bytes()).unwrap();
+    (train, test, gen)
+}
+
 const PANCREAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/pancreas_endocrinogenesis_e15_2k_genes_SuperCell.h5ad");
 
 #[test]
 fn the_celltypist_plugin_finds_scikit_learns_one_vs_rest_solution_on_real_cells() {
     use scdd::evaluate::worker::{run_in_worker, PluginJob};
-    use scdd::io::h5ad::{read_h5ad, ReadOptions};
-    use scdd_core::preprocess::{log1p, normalize_total};
     let plugin = workspace_plugin("celltypist");
     let reference: serde_json::Value = serde_json::from_str(&common::run_py("sklearn_celltypist.py", &[PANCREAS, "cell_type"])).unwrap();
-    let mut ds = read_h5ad(Path::new(PANCREAS), &ReadOptions::default()).unwrap();
-    normalize_total(&mut ds.x, 1e4);
-    log1p(&mut ds.x);
-    let labels = ds.obs.labels("cell_type").unwrap();
-    let mut sorted = labels.classes.clone();
-    sorted.sort();
-    let y: Vec<u32> = labels.ids.iter().map(|c| sorted.iter().position(|s| *s == labels.classes[c.unwrap() as usize]).unwrap() as u32).collect();
-    let train: Vec<usize> = (0..y.len()).step_by(2).collect();
-    let test: Vec<usize> = (1..y.len()).step_by(2).collect();
+    let common::Halves { ds, classes: sorted, y, train, test } = common::halves(Path::new(PANCREAS), "cell_type");
     let x_train: Vec<f32> = ds.x.dense_rows(&train).iter().copied().collect();
     let x_test: Vec<f32> = ds.x.dense_rows(&test).iter().copied().collect();
     let y_train: Vec<u32> = train.iter().map(|&i| y[i]).collect();
@@ -198,16 +201,10 @@ fn the_celltypist_plugin_finds_scikit_learns_one_vs_rest_solution_on_real_cells(
 
 #[test]
 fn scdd_evaluate_runs_plugins_next_to_built_ins_and_records_each_failure() {
-    use scdd::io::h5ad::{read_h5ad, write_h5ad, ReadOptions};
     workspace_plugin("celltypist");
     let dir = tempfile::tempdir().unwrap();
     let bad = build(dir.path(), "misbehave", &workspace_root().join("tests/c/misbehave.c"));
-    let ds = read_h5ad(Path::new(PANCREAS), &ReadOptions::default()).unwrap();
-    let rows = |start: usize| (start..ds.n_cells()).step_by(6).collect::<Vec<usize>>();
-    let (train, test, gen) = (dir.path().join("train.h5ad"), dir.path().join("test.h5ad"), dir.path().join("gen.scddg"));
-    write_h5ad(&train, &ds.select_cells(&rows(0)), &Default::default()).unwrap();
-    write_h5ad(&test, &ds.select_cells(&rows(3)), &Default::default()).unwrap();
-    std::fs::write(&gen, common::random_generator(&ds, 8, 16, 1).to_bytes()).unwrap();
+    let (train, test, gen) = eval_fixture(dir.path(), 6);
     let json = dir.path().join("eval.json");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let evaluators = format!("lr,celltypist,{}", s(&bad));
@@ -246,14 +243,8 @@ fn scdd_evaluate_runs_plugins_next_to_built_ins_and_records_each_failure() {
 
 #[test]
 fn a_python_file_with_fit_and_predict_is_an_evaluator() {
-    use scdd::io::h5ad::{read_h5ad, write_h5ad, ReadOptions};
     let dir = tempfile::tempdir().unwrap();
-    let ds = read_h5ad(Path::new(PANCREAS), &ReadOptions::default()).unwrap();
-    let rows = |start: usize| (start..ds.n_cells()).step_by(8).collect::<Vec<usize>>();
-    let (train, test, gen) = (dir.path().join("train.h5ad"), dir.path().join("test.h5ad"), dir.path().join("gen.scddg"));
-    write_h5ad(&train, &ds.select_cells(&rows(0)), &Default::default()).unwrap();
-    write_h5ad(&test, &ds.select_cells(&rows(4)), &Default::default()).unwrap();
-    std::fs::write(&gen, common::random_generator(&ds, 8, 16, 1).to_bytes()).unwrap();
+    let (train, test, gen) = eval_fixture(dir.path(), 8);
     let broken = dir.path().join("broken.py");
     std::fs::write(&broken, "def fit(X, y, genes, seed):\n    raise RuntimeError('no model today')\n\ndef predict(X):\n    return X\n").unwrap();
     let example = workspace_root().join("plugins/examples/sklearn_evaluator.py");

@@ -44,6 +44,9 @@ pub struct Args {
     /// Time limit of one plugin fit + predict, seconds (the worker is stopped after it).
     #[arg(long = "plugin-time-limit", default_value_t = EvalParams::default().plugin_time_limit_s)]
     pub plugin_time_limit: u64,
+    /// Repeats of each plugin evaluator [default: --repeats].
+    #[arg(long = "plugin-repeats")]
+    pub plugin_repeats: Option<usize>,
     #[command(flatten)]
     pub matrix: super::MatrixArgs,
     /// Also write the results as JSON here.
@@ -61,6 +64,7 @@ pub fn run(a: Args) -> Result<()> {
         lr: a.lr,
         evaluators,
         plugin_time_limit_s: a.plugin_time_limit,
+        plugin_repeats: a.plugin_repeats,
     }
     .check()?;
     if let Some(p) = &a.json {

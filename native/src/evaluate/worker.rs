@@ -34,6 +34,12 @@ pub struct Prediction {
     pub labels: Vec<u32>,
     /// `n_test × n_classes`, row-major.
     pub probs: Vec<f32>,
+    /// Seconds inside the plugin's `create` + `fit` and its `predict` (the worker's clock; not
+    /// the process start or the job files). Absent from Python evaluators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predict_seconds: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -252,7 +258,7 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
     let class_p: Vec<_> = class_c.iter().map(|s| s.as_ptr()).collect();
     let gene_p: Vec<_> = gene_c.iter().map(|s| s.as_ptr()).collect();
     let config = CString::new(header.config_json.as_str()).map_err(|_| "config holds a NUL byte".to_string())?;
-    let mut out = Prediction { labels: vec![0; header.n_test], probs: vec![0.0; header.n_test * k] };
+    let mut out = Prediction { labels: vec![0; header.n_test], probs: vec![0.0; header.n_test * k], fit_seconds: None, predict_seconds: None };
     // Counts at the cells' normalised total: synthetic cells have no sequencing depth, so every
     // cell, real or synthetic, is given on the same scale.
     let wants_counts = loaded.info.needs & scdd_plugin_api::SCDD_NEEDS_COUNTS != 0;
@@ -277,6 +283,7 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
                 CStr::from_ptr(p).to_string_lossy().into_owned()
             }
         };
+        let t_fit = Instant::now();
         let model = (d.create)(config.as_ptr(), header.seed);
         if model.is_null() {
             return Err(format!("create: {}", err(std::ptr::null())));
@@ -292,6 +299,7 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
             gene_names: gene_p.as_ptr(),
         };
         let r = (d.fit)(model, &fit);
+        out.fit_seconds = Some(t_fit.elapsed().as_secs_f64());
         if r != SCDD_OK {
             let m = err(model);
             (d.free)(model);
@@ -302,7 +310,9 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
             counts: if wants_counts { matrix(&test_counts, header.n_test) } else { none },
         };
         let mut output = ScddPredictOutput { labels: out.labels.as_mut_ptr(), probs: out.probs.as_mut_ptr() };
+        let t_predict = Instant::now();
         let r = (d.predict)(model, &input, &mut output);
+        out.predict_seconds = Some(t_predict.elapsed().as_secs_f64());
         if r != SCDD_OK {
             let m = err(model);
             (d.free)(model);
@@ -319,7 +329,13 @@ pub fn worker_main(plugin: &Path, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The scdd binary to start as the worker: this process's own executable.
+/// The scdd binary to start as the worker: this process's own executable. On Linux that is
+/// `/proc/self/exe`, which keeps naming the running binary even after a rebuild replaced the
+/// file on disk (the path would then be "… (deleted)").
 pub fn self_worker() -> Result<PathBuf, String> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if cfg!(target_os = "linux") && proc_exe.exists() {
+        return Ok(proc_exe.to_path_buf());
+    }
     std::env::current_exe().map_err(|e| format!("cannot locate the scdd binary: {e}"))
 }

@@ -147,6 +147,8 @@ pub struct EvaluateSection {
     pub plugin_config: BTreeMap<String, serde_json::Value>,
     /// Time limit of one plugin fit + predict, seconds.
     pub plugin_time_limit_s: u64,
+    /// Repeats of each plugin evaluator (default: `repeats`).
+    pub plugin_repeats: Option<usize>,
     /// Fresh initialisations of each evaluator per synthetic set.
     pub repeats: usize,
     /// SGD steps of the default evaluator's linear head.
@@ -163,6 +165,7 @@ impl Default for EvaluateSection {
             evaluators: e.evaluators.iter().map(|e| e.name().to_string()).collect(),
             plugin_config: BTreeMap::new(),
             plugin_time_limit_s: e.plugin_time_limit_s,
+            plugin_repeats: None,
             repeats: e.repeats,
             steps: e.steps,
             lr: e.lr,
@@ -310,6 +313,7 @@ impl Config {
             lr: self.evaluate.lr,
             evaluators: crate::evaluate::host::resolve(&self.evaluate.evaluators, &self.evaluate.plugin_config)?,
             plugin_time_limit_s: self.evaluate.plugin_time_limit_s,
+            plugin_repeats: self.evaluate.plugin_repeats,
         })
     }
 }

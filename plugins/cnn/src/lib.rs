@@ -360,16 +360,7 @@ mod tests {
     fn it_learns_separable_classes() {
         use scdd_plugin_api::Matrix;
         let (n, g, k) = (90usize, 60usize, 3usize);
-        let cell = |c: usize, i: usize| -> Vec<f32> {
-            (0..g).map(|j| if j % k == c && j < 30 { 2.5 } else { 0.0 } + ((i * 13 + j * 7) % 11) as f32 * 0.05).collect()
-        };
-        let (mut x, mut y, mut xt, mut yt) = (vec![], vec![], vec![], vec![]);
-        for i in 0..n {
-            x.extend(cell(i % k, i));
-            y.push((i % k) as u32);
-            xt.extend(cell((i + 1) % k, i + 500));
-            yt.push(((i + 1) % k) as u32);
-        }
+        let (x, y, xt, yt) = scdd_plugin_nn::toy_classes(n, g, 30);
         let mut m = Cnn::create(r#"{"pixels": 12, "min_steps": 150, "device": "cpu"}"#, 3).unwrap();
         assert!(Cnn::create(r#"{"pixels": 10}"#, 0).is_err(), "pixels must pool twice");
         let names = ["a", "b", "c"];

@@ -126,3 +126,21 @@ pub fn write_outputs(probs: &Tensor, labels: &mut [u32], out: &mut [f32]) -> Res
     out.copy_from_slice(&p);
     Ok(())
 }
+
+/// Three classes for the plugins' tests: `n` training and `n` test cells over `g` genes, class
+/// `c` marked by 2.5 on genes `j ≡ c (mod 3)` below `marked`, over a small deterministic
+/// texture. Returns (train, train labels, test, test labels), cells row-major.
+pub fn toy_classes(n: usize, g: usize, marked: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>, Vec<u32>) {
+    let k = 3;
+    let cell = |c: usize, i: usize| -> Vec<f32> {
+        (0..g).map(|j| if j % k == c && j < marked { 2.5 } else { 0.0 } + ((i * 13 + j * 7) % 11) as f32 * 0.05).collect()
+    };
+    let (mut x, mut y, mut xt, mut yt) = (vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        x.extend(cell(i % k, i));
+        y.push((i % k) as u32);
+        xt.extend(cell((i + 1) % k, i + 500));
+        yt.push(((i + 1) % k) as u32);
+    }
+    (x, y, xt, yt)
+}

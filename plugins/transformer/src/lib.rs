@@ -7,8 +7,8 @@
 //!   `max_tokens` kept, largest first) or, without one, `tokens` random sets (each gene in
 //!   `random_overlap` of them; seeded).
 //! - Masked linear embedding: token `t` is `x[set_t] · W_t + b_t`, a `dim`-vector from the
-//!   genes of its set only — one dense `genes × (tokens · dim)` weight times a fixed 0/1 mask, as
-//!   TOSICA does.
+//!   genes of its set only — TOSICA's masked dense layer, stored as one weight vector per
+//!   (gene, set) membership so the masked-out zeros cost nothing.
 //! - A learned CLS token is prepended; `layers` pre-norm encoder layers (`heads`-head
 //!   self-attention, a GELU MLP of `2·dim`), a final layer norm, a linear head on CLS.
 //! - Adam, cross-entropy, `epochs` passes but at least `min_steps` steps; CPU or CUDA.
@@ -161,10 +161,14 @@ struct Block {
 }
 
 struct Net {
-    /// genes × (tokens · dim), used through `mask`.
+    /// The masked linear embedding, stored by membership: pair `m` says gene `pair_gene[m]`
+    /// is in set `pair_token[m]` with weights `embed_w[m]` (`dim`). Token `t` is
+    /// `Σ_{m: pair_token[m] = t} x[pair_gene[m]] · embed_w[m] + embed_b[t]` — TOSICA's masked
+    /// dense layer without the masked-out zeros (each gene sits in a few sets).
     embed_w: Tensor,
     embed_b: Tensor,
-    mask: Tensor,
+    pair_gene: Tensor,
+    pair_token: Tensor,
     cls: Tensor,
     blocks: Vec<Block>,
     ln: nn::LayerNorm,
@@ -178,18 +182,22 @@ struct Net {
 impl Net {
     fn new(p: &nn::Path, n_genes: i64, sets: &[Vec<usize>], c: &Config, k: i64, device: Device) -> Net {
         let (t, d) = (sets.len() as i64, c.dim as i64);
-        let mut m = vec![0f32; (n_genes * t * d) as usize];
+        let _ = n_genes;
+        let (mut genes, mut tokens, mut fan) = (Vec::new(), Vec::new(), Vec::new());
         for (ti, set) in sets.iter().enumerate() {
             for &g in set {
-                let row = g * (t * d) as usize + ti * d as usize;
-                m[row..row + d as usize].fill(1.0);
+                genes.push(g as i64);
+                tokens.push(ti as i64);
+                // Each token's weights scaled by its own fan-in.
+                fan.push(1.0 / (set.len().max(1) as f32).sqrt());
             }
         }
-        let mask = Tensor::from_slice(&m).view([n_genes, t * d]).to_device(device);
-        // Each token's weights scaled by its own fan-in.
-        let fan: Vec<f32> = sets.iter().flat_map(|s| std::iter::repeat_n(1.0 / (s.len().max(1) as f32).sqrt(), d as usize)).collect();
-        let embed_w = p.var_copy("embed_w", &(Tensor::randn([n_genes, t * d], (Kind::Float, device)) * Tensor::from_slice(&fan).to_device(device)));
-        let embed_b = p.zeros("embed_b", &[t * d]);
+        let m = genes.len() as i64;
+        let scale = Tensor::from_slice(&fan).to_device(device).unsqueeze(-1);
+        let embed_w = p.var_copy("embed_w", &(Tensor::randn([m, d], (Kind::Float, device)) * scale));
+        let embed_b = p.zeros("embed_b", &[t, d]);
+        let pair_gene = Tensor::from_slice(&genes).to_device(device);
+        let pair_token = Tensor::from_slice(&tokens).to_device(device);
         let cls = p.var("cls", &[1, 1, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 });
         let blocks = (0..c.layers)
             .map(|i| {
@@ -207,7 +215,8 @@ impl Net {
         Net {
             embed_w,
             embed_b,
-            mask,
+            pair_gene,
+            pair_token,
             cls,
             blocks,
             ln: nn::layer_norm(p / "ln", vec![d], Default::default()),
@@ -230,7 +239,8 @@ impl Net {
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let n = x.size()[0];
-        let tokens = (x.matmul(&(&self.embed_w * &self.mask)) + &self.embed_b).view([n, self.tokens, self.dim]);
+        let contrib = x.index_select(1, &self.pair_gene).unsqueeze(-1) * &self.embed_w;
+        let tokens = Tensor::zeros([n, self.tokens, self.dim], (x.kind(), x.device())).index_add(1, &self.pair_token, &contrib) + &self.embed_b;
         let mut h = Tensor::cat(&[self.cls.expand([n, 1, self.dim], true), tokens], 1).dropout(self.dropout, train);
         for b in &self.blocks {
             h = &h + self.attention(b, &h.apply(&b.ln1), train).dropout(self.dropout, train);
@@ -334,16 +344,7 @@ mod tests {
     #[test]
     fn it_learns_separable_classes_with_and_without_a_gmt() {
         let (n, g, k) = (90usize, 30usize, 3usize);
-        let cell = |c: usize, i: usize| -> Vec<f32> {
-            (0..g).map(|j| if j % k == c && j < 15 { 2.5 } else { 0.0 } + ((i * 13 + j * 7) % 11) as f32 * 0.05).collect()
-        };
-        let (mut x, mut y, mut xt, mut yt) = (vec![], vec![], vec![], vec![]);
-        for i in 0..n {
-            x.extend(cell(i % k, i));
-            y.push((i % k) as u32);
-            xt.extend(cell((i + 1) % k, i + 500));
-            yt.push(((i + 1) % k) as u32);
-        }
+        let (x, y, xt, yt) = scdd_plugin_nn::toy_classes(n, g, 15);
         let names: Vec<String> = (0..g).map(|j| format!("G{j}")).collect();
         let dir = std::env::temp_dir().join(format!("scdd-tosica-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -160,3 +160,30 @@ pub fn random_generator(ds: &scdd_core::dataset::Dataset, latent: usize, hidden:
     let m = scdd::nn::TchModel::init(spec, seed, tch::Device::Cpu).unwrap();
     m.to_bundle(ds.genes.clone(), "cell_type".into(), classes, Default::default()).unwrap()
 }
+
+/// A labelled `.h5ad` as the scikit-learn reference scripts see it (`tests/py/halves.py`):
+/// log-normalised (1e4, log1p), class ids in sorted-name order, every other cell for training
+/// and the rest for test.
+#[allow(dead_code)]
+pub struct Halves {
+    pub ds: scdd_core::dataset::Dataset,
+    pub classes: Vec<String>,
+    pub y: Vec<u32>,
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+#[allow(dead_code)]
+pub fn halves(path: &Path, label: &str) -> Halves {
+    use scdd::io::h5ad::{read_h5ad, ReadOptions};
+    let mut ds = read_h5ad(path, &ReadOptions::default()).unwrap();
+    scdd_core::preprocess::normalize_total(&mut ds.x, 1e4);
+    scdd_core::preprocess::log1p(&mut ds.x);
+    let labels = ds.obs.labels(label).unwrap();
+    let mut classes = labels.classes.clone();
+    classes.sort();
+    let y: Vec<u32> = labels.ids.iter().map(|c| classes.iter().position(|s| *s == labels.classes[c.unwrap() as usize]).unwrap() as u32).collect();
+    let train: Vec<usize> = (0..y.len()).step_by(2).collect();
+    let test: Vec<usize> = (1..y.len()).step_by(2).collect();
+    Halves { ds, classes, y, train, test }
+}
