@@ -44,6 +44,9 @@ pub struct Config {
     pub weight_decay: f64,
     pub dropout: f64,
     pub device: String,
+    /// CPU threads for libtorch's operations; 0 (the default) leaves libtorch's choice, since the
+    /// convolutions gain from them (100 pancreas cells: 15 s with two threads, 23 s with one).
+    pub threads: usize,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -66,6 +69,7 @@ impl Default for Config {
             weight_decay: 1e-4,
             dropout: 0.3,
             device: "auto".into(),
+            threads: 0,
         }
     }
 }
@@ -81,6 +85,9 @@ impl Config {
         }
         if !(0.0..1.0).contains(&c.dropout) {
             return Err(format!("config dropout = {}: must be in [0, 1)", c.dropout));
+        }
+        if c.threads > 1024 {
+            return Err(format!("config threads = {}: must be at most 1024 (0: libtorch's default)", c.threads));
         }
         c.settings().check()?;
         scdd_plugin_nn::device(&c.device)?;
@@ -299,6 +306,7 @@ impl Evaluator for Cnn {
     }
 
     fn fit(&mut self, data: &FitData<'_>) -> Result<(), String> {
+        scdd_plugin_nn::set_threads(self.config.threads);
         tch::manual_seed(self.seed as i64);
         let x = cells(&data.x, self.device);
         let layout = Layout::fit(&x, self.config.pixels, self.config.layout_cells, self.config.spread, self.seed);
@@ -313,6 +321,7 @@ impl Evaluator for Cnn {
     }
 
     fn predict(&mut self, data: &PredictData<'_>, labels: &mut [u32], probs: &mut [f32]) -> Result<(), String> {
+        scdd_plugin_nn::set_threads(self.config.threads);
         let Some((_, net, layout)) = &self.fitted else { return Err("predict before fit".into()) };
         if data.x.n_genes != self.n_genes {
             return Err(format!("{} genes, fitted on {}", data.x.n_genes, self.n_genes));

@@ -144,3 +144,10 @@ pub fn toy_classes(n: usize, g: usize, marked: usize) -> (Vec<f32>, Vec<u32>, Ve
     }
     (x, y, xt, yt)
 }
+
+/// Sets libtorch's CPU threads for this process: `n`, or its default (the cores) when 0.
+pub fn set_threads(n: usize) {
+    if n > 0 {
+        tch::set_num_threads(n as i32);
+    }
+}

@@ -43,6 +43,10 @@ pub struct Config {
     pub lr: f64,
     pub weight_decay: f64,
     pub device: String,
+    /// CPU threads for libtorch's operations (0: libtorch's default). 1 by default: the model is
+    /// small, and with more threads each small operation pays for waking them — its unit test
+    /// took 184 s with two threads on a busy machine and 4 s with one.
+    pub threads: usize,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             lr: 1e-3,
             weight_decay: 1e-4,
             device: "auto".into(),
+            threads: 1,
         }
     }
 }
@@ -98,6 +103,9 @@ impl Config {
             if !std::path::Path::new(p).is_file() {
                 return Err(format!("config gmt: {p} does not exist"));
             }
+        }
+        if c.threads > 1024 {
+            return Err(format!("config threads = {}: must be at most 1024 (0: libtorch's default)", c.threads));
         }
         c.settings().check()?;
         scdd_plugin_nn::device(&c.device)?;
@@ -276,6 +284,7 @@ impl Evaluator for Transformer {
     }
 
     fn fit(&mut self, data: &FitData<'_>) -> Result<(), String> {
+        scdd_plugin_nn::set_threads(self.config.threads);
         let (n, g) = (data.x.n_cells, data.x.n_genes);
         // The most variable genes (ties by position).
         let mut var: Vec<(f64, usize)> = (0..g)
@@ -312,6 +321,7 @@ impl Evaluator for Transformer {
     }
 
     fn predict(&mut self, data: &PredictData<'_>, labels: &mut [u32], probs: &mut [f32]) -> Result<(), String> {
+        scdd_plugin_nn::set_threads(self.config.threads);
         let Some((_, net)) = &self.fitted else { return Err("predict before fit".into()) };
         if data.x.n_genes != self.n_genes {
             return Err(format!("{} genes, fitted on {}", data.x.n_genes, self.n_genes));
