@@ -370,7 +370,7 @@ mod tests {
         use scdd_plugin_api::Matrix;
         let (n, g, k) = (90usize, 60usize, 3usize);
         let (x, y, xt, yt) = scdd_plugin_nn::toy_classes(n, g, 30);
-        let mut m = Cnn::create(r#"{"pixels": 12, "min_steps": 150, "device": "cpu"}"#, 3).unwrap();
+        let mut m = Cnn::create(r#"{"pixels": 12, "min_steps": 150, "device": "cpu", "threads": 1}"#, 3).unwrap();
         assert!(Cnn::create(r#"{"pixels": 10}"#, 0).is_err(), "pixels must pool twice");
         let names = ["a", "b", "c"];
         m.fit(&FitData { x: Matrix { data: &x, n_cells: n, n_genes: g }, counts: None, labels: &y, class_names: names.to_vec(), gene_names: vec![] }).unwrap();

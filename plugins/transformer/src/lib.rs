@@ -43,9 +43,9 @@ pub struct Config {
     pub lr: f64,
     pub weight_decay: f64,
     pub device: String,
-    /// CPU threads for libtorch's operations (0: libtorch's default). 1 by default: the model is
-    /// small, and with more threads each small operation pays for waking them — its unit test
-    /// took 184 s with two threads on a busy machine and 4 s with one.
+    /// CPU threads for libtorch's operations; 0 (the default) leaves libtorch's choice. On a
+    /// busy machine a tiny model is better off with 1: each small operation pays for waking the
+    /// threads (the unit test below took 184 s with two threads and 4 s with one).
     pub threads: usize,
 }
 
@@ -68,7 +68,7 @@ impl Default for Config {
             lr: 1e-3,
             weight_decay: 1e-4,
             device: "auto".into(),
-            threads: 1,
+            threads: 0,
         }
     }
 }
@@ -361,7 +361,7 @@ mod tests {
         let gmt = dir.join("sets.gmt");
         let set = |c: usize| (0..15).filter(|j| j % k == c).map(|j| format!("G{j}")).collect::<Vec<_>>().join("\t");
         std::fs::write(&gmt, format!("A\t-\t{}\nB\t-\t{}\nC\t-\t{}\n", set(0), set(1), set(2))).unwrap();
-        for config in [r#"{"tokens": 8, "min_steps": 150, "device": "cpu"}"#.to_string(), format!(r#"{{"gmt": "{}", "min_steps": 150, "device": "cpu"}}"#, gmt.display())] {
+        for config in [r#"{"tokens": 8, "min_steps": 150, "device": "cpu", "threads": 1}"#.to_string(), format!(r#"{{"gmt": "{}", "min_steps": 150, "device": "cpu", "threads": 1}}"#, gmt.display())] {
             let mut m = Transformer::create(&config, 5).unwrap();
             let fit = FitData {
                 x: Matrix { data: &x, n_cells: n, n_genes: g },
