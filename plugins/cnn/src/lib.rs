@@ -86,11 +86,8 @@ impl Config {
         if !(0.0..1.0).contains(&c.dropout) {
             return Err(format!("config dropout = {}: must be in [0, 1)", c.dropout));
         }
-        if c.threads > 1024 {
-            return Err(format!("config threads = {}: must be at most 1024 (0: libtorch's default)", c.threads));
-        }
         c.settings().check()?;
-        scdd_plugin_nn::device(&c.device)?;
+        scdd_plugin_nn::check_runtime(&c.device, c.threads)?;
         Ok(c)
     }
 

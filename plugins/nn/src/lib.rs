@@ -151,3 +151,11 @@ pub fn set_threads(n: usize) {
         tch::set_num_threads(n as i32);
     }
 }
+
+/// Checks a plugin's `device` and `threads` settings; the error names the field.
+pub fn check_runtime(device_name: &str, threads: usize) -> Result<(), String> {
+    if threads > 1024 {
+        return Err(format!("config threads = {threads}: must be at most 1024 (0: libtorch's default)"));
+    }
+    device(device_name).map(|_| ())
+}

@@ -104,11 +104,8 @@ impl Config {
                 return Err(format!("config gmt: {p} does not exist"));
             }
         }
-        if c.threads > 1024 {
-            return Err(format!("config threads = {}: must be at most 1024 (0: libtorch's default)", c.threads));
-        }
         c.settings().check()?;
-        scdd_plugin_nn::device(&c.device)?;
+        scdd_plugin_nn::check_runtime(&c.device, c.threads)?;
         Ok(c)
     }
 
