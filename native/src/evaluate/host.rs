@@ -114,6 +114,16 @@ pub fn resolve_with(entries: &[String], configs: &BTreeMap<String, serde_json::V
     let mut out: Vec<EvaluatorSpec> = Vec::new();
     let mut used_keys: Vec<String> = Vec::new();
     let mut found: Option<Vec<super::plugins::Candidate>> = None;
+    // The config given for the entry as written, or for the plugin's name; `{}` when none.
+    let mut config_for = |entry: &str, name: &str| -> Result<serde_json::Value> {
+        let Some(k) = [entry, name].into_iter().find(|k| configs.contains_key(*k)) else { return Ok(serde_json::json!({})) };
+        used_keys.push(k.to_string());
+        let config = configs[k].clone();
+        if !config.is_object() {
+            bail!("config of evaluator '{name}': must be a JSON object, got {config}");
+        }
+        Ok(config)
+    };
     for raw in entries {
         let entry = raw.trim();
         if entry.is_empty() {
@@ -127,11 +137,7 @@ pub fn resolve_with(entries: &[String], configs: &BTreeMap<String, serde_json::V
                 bail!("--evaluators: {entry}: no such file");
             }
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let key = [entry, stem.as_str()].into_iter().find(|k| configs.contains_key(*k));
-            let config = key.map(|k| configs[k].clone()).unwrap_or_else(|| serde_json::json!({}));
-            if let Some(k) = key {
-                used_keys.push(k.to_string());
-            }
+            let config = config_for(entry, &stem)?;
             if stem.parse::<EvaluatorKind>().is_ok() {
                 bail!("--evaluators: {entry} is named like a built-in evaluator; rename the file");
             }
@@ -162,17 +168,7 @@ pub fn resolve_with(entries: &[String], configs: &BTreeMap<String, serde_json::V
                 Ok(info) => info.name.clone(),
                 Err(_) => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| entry.to_string()),
             };
-            let key = [entry, name.as_str()].into_iter().find(|k| configs.contains_key(*k));
-            let config = match key {
-                Some(k) => {
-                    used_keys.push(k.to_string());
-                    configs[k].clone()
-                }
-                None => serde_json::json!({}),
-            };
-            if !config.is_object() {
-                bail!("config of evaluator '{name}': must be a JSON object, got {config}");
-            }
+            let config = config_for(entry, &name)?;
             let (info, mut refused) = match verdict {
                 Ok(info) => (Some(info), None),
                 Err(why) => (None, Some(why)),

@@ -49,13 +49,6 @@ pub struct Info {
     pub resources: Vec<String>,
 }
 
-impl Info {
-    /// Whether the plugin asked for counts next to the log-normalised cells.
-    pub fn needs_counts(&self) -> bool {
-        self.needs.iter().any(|n| n == "counts")
-    }
-}
-
 impl From<PluginInfo> for Info {
     fn from(p: PluginInfo) -> Self {
         let needs = [
