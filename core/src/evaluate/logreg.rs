@@ -72,79 +72,136 @@ pub struct LbfgsResult {
 /// `theta`. `eval` returns the objective and its gradient. Stops when the largest gradient
 /// component is at most `tol`, when an iteration changes the objective by less than 1e-10
 /// relative, when no step decreases it, or after `max_iter` iterations. Deterministic.
-pub fn lbfgs(mut theta: Vec<f32>, mut eval: impl FnMut(&[f32]) -> (f64, Vec<f32>), max_iter: usize, tol: f64) -> LbfgsResult {
-    let (mut f, mut g) = eval(&theta);
-    // L-BFGS memory of (s, y, 1/yᵀs).
-    let mut hist: VecDeque<(Vec<f32>, Vec<f32>, f64)> = VecDeque::new();
-    let mut iterations = 0;
-    for it in 0..max_iter {
-        let gmax = g.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
-        if gmax <= tol || !f.is_finite() {
-            break;
+pub fn lbfgs(theta: Vec<f32>, mut eval: impl FnMut(&[f32]) -> (f64, Vec<f32>), max_iter: usize, tol: f64) -> LbfgsResult {
+    let (f, g) = eval(&theta);
+    let mut state = Lbfgs::new(theta, f, g, max_iter, tol);
+    while let Some(trial) = state.trial() {
+        let (ft, gt) = eval(trial);
+        state.report(ft, gt);
+    }
+    state.result()
+}
+
+/// Where an [`Lbfgs`] minimisation is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// At an accepted point; the next call to `trial` starts an iteration.
+    Iterate,
+    /// Backtracking along the current direction: the step tried and how many were refused.
+    Search { step: f32, tries: usize },
+    Finished,
+}
+
+/// One L-BFGS minimisation driven from outside, one function evaluation at a time, so that
+/// several problems can share each pass over the data (one-vs-rest fits evaluate every class
+/// still running together, each with its own line search and stop). [`lbfgs`] drives one.
+pub struct Lbfgs {
+    theta: Vec<f32>,
+    f: f64,
+    g: Vec<f32>,
+    max_iter: usize,
+    tol: f64,
+    /// Memory of (s, y, 1/yᵀs), oldest first.
+    hist: VecDeque<(Vec<f32>, Vec<f32>, f64)>,
+    dir: Vec<f32>,
+    slope: f64,
+    trial: Vec<f32>,
+    phase: Phase,
+    iterations: usize,
+}
+
+impl Lbfgs {
+    /// Starts from `theta` with its objective `f` and gradient `g`.
+    pub fn new(theta: Vec<f32>, f: f64, g: Vec<f32>, max_iter: usize, tol: f64) -> Self {
+        let trial = vec![0f32; theta.len()];
+        Lbfgs { theta, f, g, max_iter, tol, hist: VecDeque::new(), dir: Vec::new(), slope: 0.0, trial, phase: Phase::Iterate, iterations: 0 }
+    }
+
+    /// The next point to evaluate, or `None` when finished.
+    pub fn trial(&mut self) -> Option<&[f32]> {
+        if self.phase == Phase::Iterate {
+            let gmax = self.g.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+            if self.iterations >= self.max_iter || gmax <= self.tol || !self.f.is_finite() {
+                self.phase = Phase::Finished;
+                return None;
+            }
+            self.iterations += 1;
+            self.direction();
+            self.phase = Phase::Search { step: 1.0, tries: 0 };
         }
-        iterations = it + 1;
-        // Two-loop recursion: direction = −H g.
-        let mut q = g.clone();
-        let mut alphas = Vec::with_capacity(hist.len());
-        for (s, y, rho) in hist.iter().rev() {
+        let Phase::Search { step, .. } = self.phase else { return None };
+        for ((t, th), d) in self.trial.iter_mut().zip(&self.theta).zip(&self.dir) {
+            *t = th + step * d;
+        }
+        Some(&self.trial)
+    }
+
+    /// The objective and gradient at the point [`trial`](Self::trial) returned last.
+    pub fn report(&mut self, ft: f64, gt: Vec<f32>) {
+        let Phase::Search { step, tries } = self.phase else { return };
+        if !(ft.is_finite() && ft <= self.f + 1e-4 * step as f64 * self.slope) {
+            // Armijo refused: halve the step, give up after 40 (no step decreases f).
+            self.phase = if tries + 1 >= 40 { Phase::Finished } else { Phase::Search { step: step * 0.5, tries: tries + 1 } };
+            return;
+        }
+        let s: Vec<f32> = self.trial.iter().zip(&self.theta).map(|(a, b)| a - b).collect();
+        let y: Vec<f32> = gt.iter().zip(&self.g).map(|(a, b)| a - b).collect();
+        let ys = dot(&y, &s);
+        if ys > 1e-12 {
+            if self.hist.len() == 10 {
+                self.hist.pop_front();
+            }
+            self.hist.push_back((s, y, 1.0 / ys));
+        }
+        let stalled = (self.f - ft).abs() <= 1e-10 * self.f.abs().max(1.0);
+        std::mem::swap(&mut self.theta, &mut self.trial);
+        self.f = ft;
+        self.g = gt;
+        self.phase = if stalled { Phase::Finished } else { Phase::Iterate };
+    }
+
+    /// Two-loop recursion: the direction −H g, or −g when that is not a descent direction.
+    fn direction(&mut self) {
+        let mut q = self.g.clone();
+        let mut alphas = Vec::with_capacity(self.hist.len());
+        for (s, y, rho) in self.hist.iter().rev() {
             let a = rho * dot(s, &q);
             for (qi, yi) in q.iter_mut().zip(y) {
                 *qi -= (a as f32) * yi;
             }
             alphas.push(a);
         }
-        let gamma = match hist.back() {
+        let gamma = match self.hist.back() {
             Some((s, y, _)) => dot(s, y) / dot(y, y).max(1e-30),
-            None => 1.0 / g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1.0),
+            None => 1.0 / self.g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1.0),
         };
         for v in q.iter_mut() {
             *v *= gamma as f32;
         }
-        for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
+        for ((s, y, rho), a) in self.hist.iter().zip(alphas.iter().rev()) {
             let bcoef = rho * dot(y, &q);
             for (qi, si) in q.iter_mut().zip(s) {
                 *qi += ((a - bcoef) as f32) * si;
             }
         }
-        let mut dir: Vec<f32> = q.iter().map(|v| -v).collect();
-        let mut slope = dot(&g, &dir);
-        if slope >= 0.0 {
+        self.dir = q.iter().map(|v| -v).collect();
+        self.slope = dot(&self.g, &self.dir);
+        if self.slope >= 0.0 {
             // Not a descent direction (numerical trouble): restart along −g.
-            hist.clear();
-            dir = g.iter().map(|v| -v).collect();
-            slope = dot(&g, &dir);
-        }
-        // Backtracking line search (Armijo).
-        let mut step = 1.0f32;
-        let mut accepted = None;
-        for _ in 0..40 {
-            let trial: Vec<f32> = theta.iter().zip(&dir).map(|(t, d)| t + step * d).collect();
-            let (ft, gt) = eval(&trial);
-            if ft.is_finite() && ft <= f + 1e-4 * step as f64 * slope {
-                accepted = Some((trial, ft, gt));
-                break;
-            }
-            step *= 0.5;
-        }
-        let Some((trial, ft, gt)) = accepted else { break };
-        let s: Vec<f32> = trial.iter().zip(&theta).map(|(a, b)| a - b).collect();
-        let y: Vec<f32> = gt.iter().zip(&g).map(|(a, b)| a - b).collect();
-        let ys = dot(&y, &s);
-        if ys > 1e-12 {
-            if hist.len() == 10 {
-                hist.pop_front();
-            }
-            hist.push_back((s, y, 1.0 / ys));
-        }
-        let done = (f - ft).abs() <= 1e-10 * f.abs().max(1.0);
-        theta = trial;
-        f = ft;
-        g = gt;
-        if done {
-            break;
+            self.hist.clear();
+            self.dir = self.g.iter().map(|v| -v).collect();
+            self.slope = dot(&self.g, &self.dir);
         }
     }
-    LbfgsResult { theta, objective: f, iterations }
+
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// The best point so far.
+    pub fn result(self) -> LbfgsResult {
+        LbfgsResult { theta: self.theta, objective: self.f, iterations: self.iterations }
+    }
 }
 
 impl Evaluator for LogisticRegression {

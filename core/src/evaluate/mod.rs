@@ -18,7 +18,7 @@ mod logreg;
 mod mlp;
 mod probe;
 
-pub use logreg::{lbfgs, LbfgsResult, LogisticRegression, LogRegParams};
+pub use logreg::{lbfgs, Lbfgs, LbfgsResult, LogisticRegression, LogRegParams};
 pub use mlp::{Mlp, MlpParams};
 pub use probe::{FoundationLinearProbe, LinearHead, SgdParams};
 

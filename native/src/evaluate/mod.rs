@@ -21,7 +21,7 @@ use scdd_core::metrics::{classification_report, mean_std, ClassificationReport};
 use scdd_core::reference::CpuModel;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use host::{EvalFailure, EvaluatorSpec, PluginSpec};
 
@@ -96,6 +96,10 @@ pub struct EvalSummary {
     /// onto one class ([`collapsed`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Wall seconds per repeat, fit and predict together (a plugin's include its worker process
+    /// and data transfer); 0 where not measured.
+    #[serde(default)]
+    pub seconds_per_fit: f64,
 }
 
 /// A degenerate fit: one class takes at least half of the predictions and at least three times
@@ -169,6 +173,7 @@ impl EvalResults {
             confusion,
             classes: first.classes.clone(),
             warnings: parts.iter().flat_map(|s| s.warnings.iter().map(move |w| format!("{}: {w}", s.evaluator))).collect(),
+            seconds_per_fit: 0.0,
         })
     }
 }
@@ -269,7 +274,7 @@ impl EvalParams {
 }
 
 /// Scores of `repeats` fits on the test labels.
-fn summarise(evaluator: &str, n_train: usize, test: &[u32], preds: &[Vec<u32>], classes: &[String]) -> EvalSummary {
+fn summarise(evaluator: &str, n_train: usize, test: &[u32], preds: &[Vec<u32>], classes: &[String], seconds_per_fit: f64) -> EvalSummary {
     let n_classes = classes.len();
     let reports: Vec<ClassificationReport> = preds.iter().map(|p| classification_report(test, p, n_classes)).collect();
     let accs: Vec<f64> = reports.iter().map(|r| r.accuracy).collect();
@@ -301,6 +306,7 @@ fn summarise(evaluator: &str, n_train: usize, test: &[u32], preds: &[Vec<u32>], 
     };
     EvalSummary {
         warnings,
+        seconds_per_fit,
         evaluator: evaluator.into(),
         n_train,
         n_test: test.len(),
@@ -337,12 +343,14 @@ pub fn evaluate(
     let mut failures = Vec::new();
     for spec in &plan.evaluators {
         let mut preds = Vec::with_capacity(plan.repeats);
+        let started = Instant::now();
+        let per_fit = |n: usize| started.elapsed().as_secs_f64() / n.max(1) as f64;
         let kind = match spec {
             EvaluatorSpec::BuiltIn(k) => *k,
             EvaluatorSpec::Plugin(p) => {
                 let settings = (plan.seed, plan.plugin_repeats.unwrap_or(plan.repeats), Duration::from_secs(plan.plugin_time_limit_s));
                 match host::run_plugin(p, x, labels, classes, genes, test, model.spec.space.log1p, settings) {
-                    Ok(preds) => results.push(summarise(&p.name, x.nrows(), &test.labels, &preds, classes)),
+                    Ok(preds) => results.push(summarise(&p.name, x.nrows(), &test.labels, &preds, classes, per_fit(preds.len()))),
                     Err(error) => {
                         eprintln!("evaluator {} ({}) failed: {error}", p.name, p.path.display());
                         failures.push(EvalFailure { evaluator: p.name.clone(), error });
@@ -375,7 +383,7 @@ pub fn evaluate(
                 }
             }
         }
-        results.push(summarise(kind.name(), x.nrows(), &test.labels, &preds, classes));
+        results.push(summarise(kind.name(), x.nrows(), &test.labels, &preds, classes, per_fit(preds.len())));
     }
     Ok(EvalResults { results, failures })
 }
@@ -401,14 +409,16 @@ pub fn render(r: &EvalResults) -> String {
     }
     let Some(first) = rows.first() else { return format!("no evaluator ran\n{failed}") };
     let mut out = format!("trained on {} cells, tested on {} real cells\n\n", first.n_train, first.n_test);
-    out.push_str(&format!("  {:<32} {:>7}  {:>15}  {:>15}\n", "evaluator", "repeats", "accuracy %", "macro-F1 %"));
+    out.push_str(&format!("  {:<32} {:>7}  {:>15}  {:>15}  {:>8}\n", "evaluator", "repeats", "accuracy %", "macro-F1 %", "s / fit"));
     for s in &rows {
+        let secs = if s.seconds_per_fit > 0.0 { format!("{:.2}", s.seconds_per_fit) } else { "-".into() };
         out.push_str(&format!(
-            "  {:<32} {:>7}  {:>15}  {:>15}\n",
+            "  {:<32} {:>7}  {:>15}  {:>15}  {:>8}\n",
             label_of(&s.evaluator),
             s.repeats,
             format!("{:.2} ± {:.2}", 100.0 * s.accuracy_mean, 100.0 * s.accuracy_std),
-            format!("{:.2} ± {:.2}", 100.0 * s.macro_f1_mean, 100.0 * s.macro_f1_std)
+            format!("{:.2} ± {:.2}", 100.0 * s.macro_f1_mean, 100.0 * s.macro_f1_std),
+            secs
         ));
     }
     out.push_str(&failed);
