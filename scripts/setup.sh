@@ -18,7 +18,9 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 # --- apt packages -------------------------------------------------------------------------
-PKGS=(libhdf5-dev pkg-config)
+# mesa-vulkan-drivers: lavapipe, the Vulkan driver on the CPU that runs the WGSL kernels in
+# native tests (scdd-wasm) on a machine without a GPU.
+PKGS=(libhdf5-dev pkg-config mesa-vulkan-drivers libvulkan1)
 [ "$WASM" = 1 ] && PKGS+=(rustc-web cargo-web rust-web-src lld-22)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

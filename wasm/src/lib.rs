@@ -1,6 +1,8 @@
-//! scdd-wasm: the browser build (decode latent codes on WebGPU, train evaluators in WGSL).
-//! For now it only proves that the core builds and links for wasm32: the browser issue fills
-//! in the wasm-bindgen surface.
+//! scdd-wasm: the browser build (decode latent codes on WebGPU, train evaluators in WGSL). The
+//! kernels (`src/kernels/*.wgsl`) run through wgpu, so the same code runs natively (Vulkan;
+//! lavapipe on a machine without a GPU), which is how the tests check them against the core's
+//! CPU reference.
+pub mod gpu;
 
 /// Reads a latent-code file and returns the number of codes, or 0 when the bytes are not one.
 pub fn count_codes(bytes: &[u8]) -> usize {

@@ -1,0 +1,154 @@
+//! The WGSL kernels, run natively through wgpu (Vulkan; lavapipe on a machine without a GPU,
+//! installed by scripts/setup.sh), against the core's CPU reference forward pass.
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use scdd_core::bundle::GeneratorBundle;
+use scdd_core::graph::{Activation, DenoiserSpec, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
+use scdd_core::reference::CpuModel;
+use scdd_core::tensor::Tensor;
+use scdd_wasm::gpu::{Gpu, GpuModel};
+use std::collections::BTreeMap;
+
+/// A generator whose decoder uses every layer kind the graph spec has, with random weights of
+/// the scale training gives (fan-in scaled), and odd widths that do not fill the 16 × 16 tiles.
+fn bundle(n_genes: usize) -> GeneratorBundle {
+    let latent = 20;
+    let decoder = Stack {
+        prefix: "decoder".into(),
+        layers: vec![
+            Layer::Dropout { p: 0.1 },
+            Layer::Linear { in_dim: latent, out_dim: 67, bias: true },
+            Layer::BatchNorm1d { dim: 67, eps: 1e-5 },
+            Layer::PRelu { num_parameters: 1 },
+            Layer::Linear { in_dim: 67, out_dim: 45, bias: false },
+            Layer::LayerNorm { dim: 45, eps: 1e-5 },
+            Layer::PRelu { num_parameters: 45 },
+            Layer::Act(Activation::Tanh),
+            Layer::Linear { in_dim: 45, out_dim: 33, bias: true },
+            Layer::Act(Activation::Silu),
+            Layer::Act(Activation::Sigmoid),
+            Layer::L2Normalize { eps: 1e-8 },
+            Layer::Linear { in_dim: 33, out_dim: 50, bias: true },
+            Layer::Act(Activation::Relu),
+            Layer::Act(Activation::Identity),
+            Layer::Linear { in_dim: 50, out_dim: n_genes, bias: true },
+            Layer::Act(Activation::Softplus),
+        ],
+    };
+    let spec = GraphSpec {
+        n_genes,
+        latent_dim: latent,
+        space: ExpressionSpace::default(),
+        encoder: None,
+        decoder,
+        denoiser: Some(DenoiserSpec { latent_dim: latent, hidden: vec![40, 24, 17], emb_dim: 32, n_classes: 3, norm_eps: 1e-5 }),
+        schedule: NoiseSchedule::default(),
+        task_head: None,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut tensors = BTreeMap::new();
+    for p in spec.param_specs() {
+        let n: usize = p.shape.iter().product();
+        let fan_in = if p.shape.len() == 2 { p.shape[1] as f32 } else { 1.0 };
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                let u: f32 = rng.gen_range(-1.0..1.0);
+                if p.name.ends_with("running_var") {
+                    0.5 + u.abs()
+                } else if p.shape.len() == 2 {
+                    u * (3.0 / fan_in).sqrt()
+                } else {
+                    0.3 * u + if p.name.ends_with("weight") { 1.0 } else { 0.0 }
+                }
+            })
+            .collect();
+        tensors.insert(p.name.clone(), Tensor::from_f32(p.shape.clone(), &values).unwrap());
+    }
+    GeneratorBundle {
+        spec,
+        genes: (0..n_genes).map(|g| format!("g{g}")).collect(),
+        label_column: "cell_type".into(),
+        classes: vec!["a".into(), "b".into(), "c".into()],
+        tensors,
+        metadata: BTreeMap::new(),
+    }
+}
+
+fn gpu() -> Gpu {
+    pollster::block_on(Gpu::new()).unwrap_or_else(|e| panic!("{e}: install a Vulkan driver (scripts/setup.sh installs mesa-vulkan-drivers, i.e. lavapipe)"))
+}
+
+#[test]
+fn decoding_on_the_gpu_matches_the_cpu_reference() {
+    let b = bundle(301);
+    let cpu = CpuModel::from_bundle(&b).unwrap();
+    let model = GpuModel::new(gpu(), &b).unwrap();
+    eprintln!("adapter: {}", model.adapter());
+    let n = 37;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let z: Vec<f32> = (0..n * 20).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let classes: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    for t in [1, 250, 1000] {
+        let za = Array2::from_shape_vec((n, 20), z.clone()).unwrap();
+        let want = cpu.generate(&za, t, &classes).unwrap();
+        let got = pollster::block_on(model.generate(&z, n, t, &classes)).unwrap();
+        let worst = want.iter().zip(got.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let top = want.iter().cloned().fold(0f32, f32::max);
+        eprintln!("t = {t}: largest difference {worst:.2e} (values up to {top:.2})");
+        assert!(worst <= 1e-4, "t = {t}: largest difference {worst} (values up to {top})");
+        // Also before the projection: the network alone.
+        let net = pollster::block_on(model.network(&z, n, t, &classes)).unwrap();
+        let want_net = cpu.decode(cpu.denoise(&za, &vec![t; n], &classes).unwrap());
+        let worst = want_net.iter().zip(&net).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-4, "t = {t}: network output differs by {worst}");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_any_work() {
+    let b = bundle(50);
+    let model = GpuModel::new(gpu(), &b).unwrap();
+    let e = pollster::block_on(model.generate(&[0.0; 20], 1, 1, &[3])).unwrap_err();
+    assert!(e.contains("class id 3"), "{e}");
+    let e = pollster::block_on(model.generate(&[0.0; 19], 1, 1, &[0])).unwrap_err();
+    assert!(e.contains("width 20"), "{e}");
+}
+
+#[test]
+fn decoding_at_the_reference_sizes_matches_the_cpu_reference() {
+    // The reference denoiser (hidden 512, 512, 256, 128; embedding 512) and a SCimilarity-style
+    // decoder 128 → 1024 → 1024 → 2000 genes: long dot products, where summation order shows.
+    let latent = 128;
+    let mut b = bundle(10);
+    b.spec.latent_dim = latent;
+    b.spec.n_genes = 2000;
+    b.spec.decoder = Stack::mlp("decoder", latent, &[1024, 1024], 2000, 0.0, 0.0, vec![]);
+    b.spec.denoiser = Some(DenoiserSpec::reference(latent, 3));
+    b.genes = (0..2000).map(|g| format!("g{g}")).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    b.tensors.clear();
+    for p in b.spec.param_specs() {
+        let n: usize = p.shape.iter().product();
+        let fan_in = if p.shape.len() == 2 { p.shape[1] as f32 } else { 1.0 };
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                let u: f32 = rng.gen_range(-1.0..1.0);
+                if p.name.ends_with("running_var") { 0.5 + u.abs() } else if p.shape.len() == 2 { u * (3.0 / fan_in).sqrt() } else { 0.1 * u + if p.name.ends_with("weight") { 1.0 } else { 0.0 } }
+            })
+            .collect();
+        b.tensors.insert(p.name.clone(), Tensor::from_f32(p.shape.clone(), &values).unwrap());
+    }
+    let cpu = CpuModel::from_bundle(&b).unwrap();
+    let model = GpuModel::new(gpu(), &b).unwrap();
+    let n = 50;
+    let z: Vec<f32> = (0..n * latent).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let classes: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    let za = Array2::from_shape_vec((n, latent), z.clone()).unwrap();
+    let want = cpu.generate(&za, 500, &classes).unwrap();
+    let got = pollster::block_on(model.generate(&z, n, 500, &classes)).unwrap();
+    let worst = want.iter().zip(got.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let top = want.iter().cloned().fold(0f32, f32::max);
+    eprintln!("reference sizes: largest difference {worst:.2e} (values up to {top:.2})");
+    assert!(worst <= 1e-4, "largest difference {worst} (values up to {top})");
+}
