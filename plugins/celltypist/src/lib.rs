@@ -56,6 +56,9 @@ pub struct Config {
     pub balance_cell_type: bool,
     pub feature_selection: bool,
     pub top_genes: usize,
+    /// Threads sharing each pass over the cells (0: as many as the machine has). The fit
+    /// depends on it only through the order of floating-point sums.
+    pub threads: usize,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             balance_cell_type: false,
             feature_selection: false,
             top_genes: 300,
+            threads: 0,
         }
     }
 }
@@ -98,6 +102,7 @@ impl Config {
             ("batch_number", c.batch_number, 10_000_000),
             ("top_genes", c.top_genes, 10_000_000),
             ("max_iter", c.max_iter.unwrap_or(1), 1_000_000),
+            ("threads", c.threads.max(1), 1024),
         ] {
             if !(1..=max).contains(&v) {
                 return bad(field, v.to_string(), &format!("must be between 1 and {max}"));
@@ -222,14 +227,18 @@ impl CellTypist {
             let passes = self.sgd_passes(labels, k, rng);
             fit_sgd(&z.to_dense(), labels, k, self.config.alpha, &passes)
         } else {
-            let fit = ovr::fit(z, labels, k, self.config.c, self.config.iterations(labels.len()), self.config.tol);
+            let threads = match self.config.threads {
+                0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                t => t,
+            };
+            let fit = ovr::fit(z, labels, k, self.config.c, self.config.iterations(labels.len()), self.config.tol, threads);
             (fit.w, fit.b)
         }
     }
 
     /// Decision values of the rows of `x` (all input genes): cells × classes.
     fn decision(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        Design::new(x, &self.genes, &self.mean, &self.scale).times_weights(self.w.view()) + &self.b
+        Design::new(x, &self.genes, &self.mean, &self.scale).times_weights(self.w.view(), 1) + &self.b
     }
 }
 
