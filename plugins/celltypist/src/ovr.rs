@@ -125,16 +125,25 @@ impl Design {
         (0..n).step_by(step).map(|s| s..(s + step).min(n)).collect()
     }
 
-    /// `Z·Wᵀ` for weights `w` (a × d): cells × a, the cells shared among `threads` workers.
-    pub(crate) fn times_weights(&self, w: ArrayView2<f32>, threads: usize) -> Array2<f32> {
+    /// `f` over the cell ranges of [`Design::chunks`], one scoped thread each (in this
+    /// thread when there is one range); results in range order.
+    fn shared<T: Send>(&self, threads: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
         let chunks = self.chunks(threads);
         if chunks.len() <= 1 {
-            return self.times_weights_rows(w, 0..self.n());
+            return vec![f(0..self.n())];
         }
-        let parts: Vec<Array2<f32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunks.iter().map(|r| s.spawn(|| self.times_weights_rows(w, r.clone()))).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks.into_iter().map(|r| s.spawn(|| f(r))).collect();
             handles.into_iter().map(|h| h.join().expect("worker thread")).collect()
-        });
+        })
+    }
+
+    /// `Z·Wᵀ` for weights `w` (a × d): cells × a, the cells shared among `threads` workers.
+    pub(crate) fn times_weights(&self, w: ArrayView2<f32>, threads: usize) -> Array2<f32> {
+        let mut parts = self.shared(threads, |r| self.times_weights_rows(w, r));
+        if parts.len() == 1 {
+            return parts.pop().expect("one part");
+        }
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
         ndarray::concatenate(Axis(0), &views).expect("same widths")
     }
@@ -142,15 +151,7 @@ impl Design {
     /// `Rᵀ·Z` for per-cell residuals `r` (cells × a): a × d, partial sums per worker added in
     /// a fixed order.
     fn residuals_times(&self, r: ArrayView2<f32>, threads: usize) -> Array2<f32> {
-        let chunks = self.chunks(threads);
-        if chunks.len() <= 1 {
-            return self.residuals_times_rows(r, 0..self.n());
-        }
-        let parts: Vec<Array2<f32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunks.iter().map(|c| s.spawn(|| self.residuals_times_rows(r, c.clone()))).collect();
-            handles.into_iter().map(|h| h.join().expect("worker thread")).collect()
-        });
-        let mut parts = parts.into_iter();
+        let mut parts = self.shared(threads, |c| self.residuals_times_rows(r, c)).into_iter();
         let mut total = parts.next().expect("one part at least");
         for p in parts {
             total += &p;
