@@ -3,6 +3,7 @@
 //! lavapipe on a machine without a GPU), which is how the tests check them against the core's
 //! CPU reference.
 pub mod gpu;
+pub mod train;
 
 /// Reads a latent-code file and returns the number of codes, or 0 when the bytes are not one.
 pub fn count_codes(bytes: &[u8]) -> usize {

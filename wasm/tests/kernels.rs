@@ -83,8 +83,9 @@ fn gpu() -> Gpu {
 fn decoding_on_the_gpu_matches_the_cpu_reference() {
     let b = bundle(301);
     let cpu = CpuModel::from_bundle(&b).unwrap();
-    let model = GpuModel::new(gpu(), &b).unwrap();
-    eprintln!("adapter: {}", model.adapter());
+    for direct in [false, true] {
+    let model = GpuModel::new(gpu().with_direct_products(direct), &b).unwrap();
+    eprintln!("adapter: {}, direct products: {direct}", model.adapter());
     let n = 37;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let z: Vec<f32> = (0..n * 20).map(|_| rng.gen_range(-2.0..2.0)).collect();
@@ -102,6 +103,7 @@ fn decoding_on_the_gpu_matches_the_cpu_reference() {
         let want_net = cpu.decode(cpu.denoise(&za, &vec![t; n], &classes).unwrap());
         let worst = want_net.iter().zip(&net).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst <= 1e-4, "t = {t}: network output differs by {worst}");
+    }
     }
 }
 
@@ -140,7 +142,7 @@ fn decoding_at_the_reference_sizes_matches_the_cpu_reference() {
         b.tensors.insert(p.name.clone(), Tensor::from_f32(p.shape.clone(), &values).unwrap());
     }
     let cpu = CpuModel::from_bundle(&b).unwrap();
-    let model = GpuModel::new(gpu(), &b).unwrap();
+    let model = GpuModel::new(gpu().with_direct_products(false), &b).unwrap();
     let n = 50;
     let z: Vec<f32> = (0..n * latent).map(|_| rng.gen_range(-2.0..2.0)).collect();
     let classes: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();

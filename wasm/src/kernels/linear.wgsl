@@ -55,3 +55,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: v
         y[at] = acc;
     }
 }
+
+// The same product without shared memory: one invocation per output, a plain loop over the
+// inner dimension (faster where workgroup barriers are expensive, as on CPU implementations).
+@compute @workgroup_size(64)
+fn direct(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.y * nw.x * 64u + g.x;
+    if (i >= dims.rows * dims.cols) {
+        return;
+    }
+    let r = i / dims.cols;
+    let c = i % dims.cols;
+    var acc = 0.0;
+    let xb = r * dims.inner;
+    let wb = c * dims.inner;
+    for (var k = 0u; k < dims.inner; k = k + 1u) {
+        acc = acc + x[xb + k] * w[wb + k];
+    }
+    if ((dims.flags & 1u) != 0u) {
+        acc = acc + b[c];
+    }
+    let at = r * dims.cols + c;
+    if ((dims.flags & 2u) != 0u) {
+        acc = acc + y[at];
+    }
+    y[at] = acc;
+}
