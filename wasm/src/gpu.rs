@@ -37,10 +37,8 @@ pub struct Gpu {
 /// The kernels of `train.wgsl`.
 #[derive(Clone)]
 pub(crate) struct TrainKernels {
-    pub matmul_nn: wgpu::ComputePipeline,
-    pub matmul_tn: wgpu::ComputePipeline,
-    pub matmul_nn_direct: wgpu::ComputePipeline,
-    pub matmul_tn_direct: wgpu::ComputePipeline,
+    pub matmul: wgpu::ComputePipeline,
+    pub matmul_direct: wgpu::ComputePipeline,
     pub softmax_residual: wgpu::ComputePipeline,
     pub colsum: wgpu::ComputePipeline,
     pub relu_mask: wgpu::ComputePipeline,
@@ -133,10 +131,8 @@ impl Gpu {
             add: pipeline(&elem_m, "add"),
             condition: pipeline(&elem_m, "condition"),
             train: TrainKernels {
-                matmul_nn: pipeline(&train_m, "matmul_nn"),
-                matmul_tn: pipeline(&train_m, "matmul_tn"),
-                matmul_nn_direct: pipeline(&train_m, "matmul_nn_direct"),
-                matmul_tn_direct: pipeline(&train_m, "matmul_tn_direct"),
+                matmul: pipeline(&train_m, "matmul"),
+                matmul_direct: pipeline(&train_m, "matmul_direct"),
                 softmax_residual: pipeline(&train_m, "softmax_residual"),
                 colsum: pipeline(&train_m, "colsum"),
                 relu_mask: pipeline(&train_m, "relu_mask"),

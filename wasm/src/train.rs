@@ -240,14 +240,12 @@ enum Product {
 /// `y = a·b` or `y = aᵀ·b`, `(rows, inner, cols)` of `y` and the sum; tiled, or direct on a CPU
 /// adapter.
 fn matmul(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, product: Product, a: &DeviceArray, b: &DeviceArray, y: &DeviceArray, (rows, inner, cols): (usize, usize, usize)) {
-    let tk = &gpu.train;
-    let dims = [rows as u32, inner as u32, cols as u32, 0];
+    let dims = [rows as u32, inner as u32, cols as u32, (product == Product::TN) as u32];
     let arrays = [(1, a), (2, b), (4, y)];
-    match (product, gpu.direct) {
-        (Product::NN, false) => gpu.dispatch(enc, &tk.matmul_nn, dims, &arrays, (cols.div_ceil(16) as u32, rows.div_ceil(16) as u32)),
-        (Product::TN, false) => gpu.dispatch(enc, &tk.matmul_tn, dims, &arrays, (cols.div_ceil(16) as u32, rows.div_ceil(16) as u32)),
-        (Product::NN, true) => gpu.dispatch(enc, &tk.matmul_nn_direct, dims, &arrays, Gpu::grid((rows * cols).div_ceil(64))),
-        (Product::TN, true) => gpu.dispatch(enc, &tk.matmul_tn_direct, dims, &arrays, Gpu::grid((rows * cols).div_ceil(64))),
+    if gpu.direct {
+        gpu.dispatch(enc, &gpu.train.matmul_direct, dims, &arrays, Gpu::grid((rows * cols).div_ceil(64)));
+    } else {
+        gpu.dispatch(enc, &gpu.train.matmul, dims, &arrays, (cols.div_ceil(16) as u32, rows.div_ceil(16) as u32));
     }
 }
 

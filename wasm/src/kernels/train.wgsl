@@ -13,9 +13,19 @@ const T: u32 = 16u;
 var<workgroup> at: array<array<f32, 16>, 16>;
 var<workgroup> bt: array<array<f32, 16>, 16>;
 
-// y (rows × cols) = a (rows × inner) · b (inner × cols). dims: rows, inner, cols.
+// Element (row r, inner index k) of the left factor: a is rows × inner, or inner × rows when
+// dims.w is 1 (then the product is aᵀ·b).
+fn left(r: u32, k: u32) -> f32 {
+    if (dims.w == 1u) {
+        return a[k * dims.x + r];
+    }
+    return a[r * dims.y + k];
+}
+
+// y (rows × cols) = a · b, or aᵀ · b (see `left`), for b (inner × cols). dims: rows, inner,
+// cols, transposed. 16 × 16 output tiles staged through shared memory.
 @compute @workgroup_size(16, 16)
-fn matmul_nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     let rows = dims.x;
     let inner = dims.y;
     let cols = dims.z;
@@ -26,7 +36,7 @@ fn matmul_nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
         let ka = t * T + l.x;
         var av = 0.0;
         if (r < rows && ka < inner) {
-            av = a[r * inner + ka];
+            av = left(r, ka);
         }
         at[l.y][l.x] = av;
         let kb = t * T + l.y;
@@ -46,39 +56,21 @@ fn matmul_nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     }
 }
 
-// y (rows × cols) = aᵀ · b for a (inner × rows), b (inner × cols). dims: rows, inner, cols.
-@compute @workgroup_size(16, 16)
-fn matmul_tn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let rows = dims.x;
-    let inner = dims.y;
-    let cols = dims.z;
-    let r = wg.y * T + l.y;
-    let c = wg.x * T + l.x;
+// The same product without shared memory: one invocation per output, a plain loop over the
+// inner dimension (faster on CPU implementations, where workgroup barriers are expensive).
+@compute @workgroup_size(64)
+fn matmul_direct(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.y * nw.x * 64u + g.x;
+    if (i >= dims.x * dims.z) {
+        return;
+    }
+    let r = i / dims.z;
+    let c = i % dims.z;
     var acc = 0.0;
-    for (var t = 0u; t < (inner + T - 1u) / T; t = t + 1u) {
-        // at[i][j] = a[k = t·T + i][row wg.y·T + j]
-        let ka = t * T + l.y;
-        let ra = wg.y * T + l.x;
-        var av = 0.0;
-        if (ka < inner && ra < rows) {
-            av = a[ka * rows + ra];
-        }
-        at[l.y][l.x] = av;
-        let kb = t * T + l.y;
-        var bv = 0.0;
-        if (kb < inner && c < cols) {
-            bv = b[kb * cols + c];
-        }
-        bt[l.y][l.x] = bv;
-        workgroupBarrier();
-        for (var i = 0u; i < T; i = i + 1u) {
-            acc = acc + at[i][l.y] * bt[i][l.x];
-        }
-        workgroupBarrier();
+    for (var k = 0u; k < dims.y; k = k + 1u) {
+        acc = acc + left(r, k) * b[k * dims.z + c];
     }
-    if (r < rows && c < cols) {
-        y[r * cols + c] = acc;
-    }
+    y[i] = acc;
 }
 
 // Per row of y (rows × cols logits): y = (softmax(y) − onehot(label)) / rows, the gradient of
@@ -156,36 +148,4 @@ fn adam(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
     let mh = m / (1.0 - pow(b1, t));
     let vh = v / (1.0 - pow(b2, t));
     y[i] = y[i] - lr * mh / (sqrt(vh) + 1e-8);
-}
-
-// matmul_nn and matmul_tn without shared memory: one invocation per output, a plain loop over
-// the inner dimension (faster on CPU implementations, where workgroup barriers are expensive).
-@compute @workgroup_size(64)
-fn matmul_nn_direct(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.y * nw.x * 64u + g.x;
-    if (i >= dims.x * dims.z) {
-        return;
-    }
-    let r = i / dims.z;
-    let c = i % dims.z;
-    var acc = 0.0;
-    for (var k = 0u; k < dims.y; k = k + 1u) {
-        acc = acc + a[r * dims.y + k] * b[k * dims.z + c];
-    }
-    y[i] = acc;
-}
-
-@compute @workgroup_size(64)
-fn matmul_tn_direct(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.y * nw.x * 64u + g.x;
-    if (i >= dims.x * dims.z) {
-        return;
-    }
-    let r = i / dims.z;
-    let c = i % dims.z;
-    var acc = 0.0;
-    for (var k = 0u; k < dims.y; k = k + 1u) {
-        acc = acc + a[k * dims.x + r] * b[k * dims.z + c];
-    }
-    y[i] = acc;
 }
