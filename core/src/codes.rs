@@ -63,6 +63,28 @@ impl LatentCodes {
         self.codes.validate()
     }
 
+    /// Whether `bundle` decodes these codes: the generator the codes were distilled with (its
+    /// content id, which a recipient's slimmed bundle keeps), the same class list and latent
+    /// width. The reason, when not, reads after a file name (every reader, native or in the
+    /// browser, reports the same).
+    pub fn compatibility(&self, bundle: &crate::bundle::GeneratorBundle) -> std::result::Result<(), String> {
+        let id = bundle.generator_id();
+        if self.generator_id != id {
+            return Err(format!(
+                "made for generator {} but the given bundle is generator {}; decode with the bundle the codes were distilled with",
+                &self.generator_id[..12.min(self.generator_id.len())],
+                &id[..12.min(id.len())]
+            ));
+        }
+        if self.classes != bundle.classes {
+            return Err("class list differs from the generator's".into());
+        }
+        if self.latent_dim() != bundle.spec.latent_dim {
+            return Err(format!("codes of width {} but the generator's latent width is {}", self.latent_dim(), bundle.spec.latent_dim));
+        }
+        Ok(())
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         format::encode(&KIND, self)
     }

@@ -2,7 +2,7 @@
 //! of every synthetic `.h5ad` (`scdd decode`, `scdd distill`'s cell baselines, the pipeline),
 //! so they all carry the same metadata in `uns`: the expression space (`scdd_space`, read back
 //! by [`crate::io::prep`]), the method, SPC, source dataset and generator id.
-use crate::error::{bail, Result};
+use crate::error::Result;
 use crate::io::{h5ad, prep};
 use ndarray::Array2;
 use scdd_core::bundle::GeneratorBundle;
@@ -42,20 +42,7 @@ impl SyntheticMeta {
 /// one denoising step at the codes' timestep, the decoder, and the projection onto valid cells
 /// (non-negative, `Σ expm1 = target_sum`).
 pub fn decode(codes: &LatentCodes, bundle: &GeneratorBundle, codes_path: &Path) -> Result<Dataset> {
-    let id = bundle.generator_id();
-    if codes.generator_id != id {
-        return Err(crate::Error::Incompatible {
-            path: codes_path.to_path_buf(),
-            reason: format!(
-                "made for generator {} but the given bundle is generator {}; decode with the bundle the codes were distilled with",
-                &codes.generator_id[..12.min(codes.generator_id.len())],
-                &id[..12]
-            ),
-        });
-    }
-    if codes.classes != bundle.classes {
-        bail!("{}: class list differs from the generator's", codes_path.display());
-    }
+    codes.compatibility(bundle).map_err(|reason| crate::Error::Incompatible { path: codes_path.to_path_buf(), reason })?;
     let model = CpuModel::from_bundle(bundle)?;
     let z = Array2::from_shape_vec((codes.n_codes(), codes.latent_dim()), codes.codes.to_f32()?)?;
     let x = model.generate(&z, codes.timestep, &codes.labels)?;

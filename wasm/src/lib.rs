@@ -4,6 +4,8 @@
 //! CPU reference.
 pub mod gpu;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 /// Reads a latent-code file and returns the number of codes, or 0 when the bytes are not one.
 pub fn count_codes(bytes: &[u8]) -> usize {
