@@ -43,13 +43,14 @@ pub struct Decoded {
 
 #[wasm_bindgen]
 impl Decoded {
+    /// Copied straight into a new JS array (no second copy on the Rust side).
     #[wasm_bindgen(getter)]
-    pub fn cells(&self) -> Vec<f32> {
-        self.cells.clone()
+    pub fn cells(&self) -> js_sys::Float32Array {
+        js_sys::Float32Array::from(&self.cells[..])
     }
     #[wasm_bindgen(getter)]
-    pub fn labels(&self) -> Vec<u32> {
-        self.labels.clone()
+    pub fn labels(&self) -> js_sys::Uint32Array {
+        js_sys::Uint32Array::from(&self.labels[..])
     }
     #[wasm_bindgen(getter)]
     pub fn n_cells(&self) -> usize {
