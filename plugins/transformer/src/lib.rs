@@ -7,8 +7,9 @@
 //!   `max_tokens` kept, largest first) or, without one, `tokens` random sets (each gene in
 //!   `random_overlap` of them; seeded).
 //! - Masked linear embedding: token `t` is `x[set_t] · W_t + b_t`, a `dim`-vector from the
-//!   genes of its set only — TOSICA's masked dense layer, stored as one weight vector per
-//!   (gene, set) membership so the masked-out zeros cost nothing.
+//!   genes of its set only — TOSICA's masked dense layer, stored per set (each set's genes
+//!   padded to the largest set, the padding masked) so that it is one batched product over
+//!   the sets instead of a dense genes × (sets · dim) matrix that is almost all zeros.
 //! - A learned CLS token is prepended; `layers` pre-norm encoder layers (`heads`-head
 //!   self-attention, a GELU MLP of `2·dim`), a final layer norm, a linear head on CLS.
 //! - Adam, cross-entropy, `epochs` passes but at least `min_steps` steps; CPU or CUDA.
@@ -166,14 +167,14 @@ struct Block {
 }
 
 struct Net {
-    /// The masked linear embedding, stored by membership: pair `m` says gene `pair_gene[m]`
-    /// is in set `pair_token[m]` with weights `embed_w[m]` (`dim`). Token `t` is
-    /// `Σ_{m: pair_token[m] = t} x[pair_gene[m]] · embed_w[m] + embed_b[t]` — TOSICA's masked
-    /// dense layer without the masked-out zeros (each gene sits in a few sets).
+    /// The masked linear embedding, stored per set: set `t`'s genes are the input columns
+    /// `set_gene[t, ..]` (padded to the largest set with column 0, `set_mask` 0 there), its
+    /// weights `embed_w[t]` (`largest × dim`). Token `t` is
+    /// `Σ_l x[set_gene[t, l]] · set_mask[t, l] · embed_w[t, l] + embed_b[t]`.
     embed_w: Tensor,
     embed_b: Tensor,
-    pair_gene: Tensor,
-    pair_token: Tensor,
+    set_gene: Tensor,
+    set_mask: Tensor,
     cls: Tensor,
     blocks: Vec<Block>,
     ln: nn::LayerNorm,
@@ -188,21 +189,22 @@ impl Net {
     fn new(p: &nn::Path, n_genes: i64, sets: &[Vec<usize>], c: &Config, k: i64, device: Device) -> Net {
         let (t, d) = (sets.len() as i64, c.dim as i64);
         let _ = n_genes;
-        let (mut genes, mut tokens, mut fan) = (Vec::new(), Vec::new(), Vec::new());
+        let width = sets.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let (mut genes, mut mask, mut fan) = (vec![0i64; sets.len() * width], vec![0f32; sets.len() * width], Vec::new());
         for (ti, set) in sets.iter().enumerate() {
-            for &g in set {
-                genes.push(g as i64);
-                tokens.push(ti as i64);
-                // Each token's weights scaled by its own fan-in.
-                fan.push(1.0 / (set.len().max(1) as f32).sqrt());
+            for (l, &g) in set.iter().enumerate() {
+                genes[ti * width + l] = g as i64;
+                mask[ti * width + l] = 1.0;
             }
+            // Each token's weights scaled by its own fan-in.
+            fan.push(1.0 / (set.len().max(1) as f32).sqrt());
         }
-        let m = genes.len() as i64;
-        let scale = Tensor::from_slice(&fan).to_device(device).unsqueeze(-1);
-        let embed_w = p.var_copy("embed_w", &(Tensor::randn([m, d], (Kind::Float, device)) * scale));
+        let w = width as i64;
+        let set_mask = Tensor::from_slice(&mask).to_device(device).view([t, w, 1]);
+        let scale = Tensor::from_slice(&fan).to_device(device).view([t, 1, 1]) * &set_mask;
+        let embed_w = p.var_copy("embed_w", &(Tensor::randn([t, w, d], (Kind::Float, device)) * scale));
         let embed_b = p.zeros("embed_b", &[t, d]);
-        let pair_gene = Tensor::from_slice(&genes).to_device(device);
-        let pair_token = Tensor::from_slice(&tokens).to_device(device);
+        let set_gene = Tensor::from_slice(&genes).to_device(device).view([t, w]);
         let cls = p.var("cls", &[1, 1, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 });
         let blocks = (0..c.layers)
             .map(|i| {
@@ -220,8 +222,8 @@ impl Net {
         Net {
             embed_w,
             embed_b,
-            pair_gene,
-            pair_token,
+            set_gene,
+            set_mask,
             cls,
             blocks,
             ln: nn::layer_norm(p / "ln", vec![d], Default::default()),
@@ -244,8 +246,10 @@ impl Net {
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let n = x.size()[0];
-        let contrib = x.index_select(1, &self.pair_gene).unsqueeze(-1) * &self.embed_w;
-        let tokens = Tensor::zeros([n, self.tokens, self.dim], (x.kind(), x.device())).index_add(1, &self.pair_token, &contrib) + &self.embed_b;
+        let w = self.set_gene.size()[1];
+        // [sets, cells, width] · [sets, width, dim] → [sets, cells, dim]
+        let xs = x.index_select(1, &self.set_gene.view(-1)).view([n, self.tokens, w]).transpose(0, 1);
+        let tokens = xs.bmm(&(&self.embed_w * &self.set_mask)).transpose(0, 1) + &self.embed_b;
         let mut h = Tensor::cat(&[self.cls.expand([n, 1, self.dim], true), tokens], 1).dropout(self.dropout, train);
         for b in &self.blocks {
             h = &h + self.attention(b, &h.apply(&b.ln1), train).dropout(self.dropout, train);
