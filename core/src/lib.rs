@@ -8,6 +8,7 @@
 //! * [`format`], [`codes`], [`bundle`] — versioned, checksummed `.scdd` latent-code files and
 //!   `.scddg` generator bundles.
 //! * [`metrics`] — accuracy, macro-F1, confusion matrices, MMD, correlations.
+//! * [`explore`] — a PCA projection and the top genes of each class, for plots.
 //!
 //! No tch, hdf5, wgpu or threads: this crate builds for `wasm32-unknown-unknown`.
 pub mod bundle;
@@ -15,6 +16,7 @@ pub mod codes;
 pub mod dataset;
 pub mod error;
 pub mod evaluate;
+pub mod explore;
 pub mod format;
 pub mod graph;
 pub mod matrix;

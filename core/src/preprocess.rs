@@ -393,6 +393,15 @@ pub struct GeneAlignment {
     pub missing_sample: Vec<String>,
 }
 
+/// Fewer shared genes than this (or than half the model's genes, whichever is smaller) is
+/// refused: the native reader and the browser apply the same rule.
+pub const DEFAULT_MIN_OVERLAP: usize = 5000;
+
+/// The minimum overlap used for a model with `n_genes` genes.
+pub fn min_overlap(n_genes: usize) -> usize {
+    DEFAULT_MIN_OVERLAP.min(n_genes.div_ceil(2))
+}
+
 /// Reorders the data's genes to `reference` (missing genes → 0, extra genes dropped).
 /// Errors when fewer than `min_overlap` reference genes are present.
 pub fn align_genes(ds: &Dataset, reference: &[String], min_overlap: usize) -> Result<(Dataset, GeneAlignment)> {

@@ -325,6 +325,11 @@ impl GpuModel {
         &self.gpu.adapter
     }
 
+    /// The device it decodes on (the page trains its evaluators there too).
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
     fn p(&self, name: &str) -> &DeviceArray {
         &self.params[name]
     }

@@ -3,6 +3,7 @@
 //! lavapipe on a machine without a GPU), which is how the tests check them against the core's
 //! CPU reference.
 pub mod gpu;
+pub mod session;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -4,13 +4,19 @@
 //! const dec = await Decoder.open(bundleBytes);      // validates; WebGPU, else the CPU reference
 //! dec.backend;                                       // "WebGPU: <adapter>" or "CPU reference (…)"
 //! const cells = await dec.decode(codeBytes);         // Decoded: cells (Float32Array), labels, …
+//! const test = dec.testSetCsr("test.h5ad", n, g, indptr, indices, data, genes, labels, inSpace);
+//! JSON.parse(test.report);                           // values found, shared genes, cells kept
+//! JSON.parse(await dec.evaluate(cells, test, "logistic", 0));  // accuracy, macro-F1, confusion
+//! JSON.parse(dec.explore(cells, test));              // PCA scatter, top genes per class
 //! ```
 //!
 //! Errors are `Error`s whose message names the file and the problem, as the native reader's.
 use crate::gpu::{Gpu, GpuModel};
+use crate::session::{self, EvaluatorKind, TestCells};
 use ndarray::Array2;
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::codes::LatentCodes;
+use scdd_core::matrix::CsrMatrix;
 use scdd_core::reference::CpuModel;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -35,8 +41,8 @@ pub struct Decoder {
 /// Decoded cells: `n_cells × n_genes` values (log-normalised, row-major), a class id per cell.
 #[wasm_bindgen]
 pub struct Decoded {
-    cells: Vec<f32>,
-    labels: Vec<u32>,
+    cells: Rc<Vec<f32>>,
+    labels: Rc<Vec<u32>>,
     n_cells: usize,
     n_genes: usize,
 }
@@ -64,6 +70,36 @@ impl Decoded {
 
 fn err(file: &str, e: impl std::fmt::Display) -> JsError {
     JsError::new(&format!("{file}: {e}"))
+}
+
+/// A recipient's test cells, prepared for the model (see [`TestCells`]).
+#[wasm_bindgen]
+pub struct TestSet {
+    inner: Rc<TestCells>,
+}
+
+#[wasm_bindgen]
+impl TestSet {
+    /// What preparing the file found (JSON: values, shared genes, cells kept and dropped).
+    #[wasm_bindgen(getter)]
+    pub fn report(&self) -> String {
+        serde_json::to_string(&self.inner.report).expect("a plain struct serialises")
+    }
+    #[wasm_bindgen(getter)]
+    pub fn n_cells(&self) -> usize {
+        self.inner.n_cells()
+    }
+}
+
+fn offsets(v: &[f64], field: &str) -> Result<Vec<u64>, JsError> {
+    v.iter()
+        .map(|&o| if o >= 0.0 && o.fract() == 0.0 && o < 9.0e15 { Ok(o as u64) } else { Err(JsError::new(&format!("{field}: offset {o} is not a count"))) })
+        .collect()
+}
+
+/// Labels from JS: an empty string is a missing label.
+fn labels_of(labels: Vec<String>) -> Vec<Option<String>> {
+    labels.into_iter().map(|l| if l.is_empty() { None } else { Some(l) }).collect()
 }
 
 #[wasm_bindgen]
@@ -128,7 +164,77 @@ impl Decoder {
                 }
             };
             let n_genes = cells.ncols();
-            Ok(JsValue::from(Decoded { cells: cells.into_raw_vec_and_offset().0, labels: codes.labels.clone(), n_cells: n, n_genes }))
+            Ok(JsValue::from(Decoded { cells: Rc::new(cells.into_raw_vec_and_offset().0), labels: Rc::new(codes.labels.clone()), n_cells: n, n_genes }))
         })
+    }
+
+    fn test_set(&self, file: &str, x: Result<CsrMatrix, scdd_core::CoreError>, genes: Vec<String>, labels: Vec<String>, in_space: bool) -> Result<TestSet, JsError> {
+        let x = x.map_err(|e| JsError::new(&e.to_string()))?;
+        let cells = TestCells::prepare(file, x, genes, &labels_of(labels), in_space, &self.inner.bundle).map_err(|e| JsError::new(&e))?;
+        Ok(TestSet { inner: Rc::new(cells) })
+    }
+
+    /// Test cells from an `.h5ad`'s CSR matrix (`indptr` as numbers), gene names, a label per
+    /// cell ("" when missing) and whether the file marks its values as already in a model's
+    /// space (`uns/scdd_space`). Normalised and aligned to the model's genes as the native
+    /// reader does; too few shared genes, or no cell of the model's classes, is an error.
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = testSetCsr)]
+    pub fn test_set_csr(&self, file: &str, n_rows: usize, n_cols: usize, indptr: Vec<f64>, indices: Vec<u32>, data: Vec<f32>, genes: Vec<String>, labels: Vec<String>, in_space: bool) -> Result<TestSet, JsError> {
+        let x = CsrMatrix::new(n_rows, n_cols, offsets(&indptr, &format!("{file}:X/indptr"))?, indices, data, &format!("{file}:X"));
+        self.test_set(file, x, genes, labels, in_space)
+    }
+
+    /// As [`Decoder::test_set_csr`] for a CSC matrix (`indptr` over the genes).
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = testSetCsc)]
+    pub fn test_set_csc(&self, file: &str, n_rows: usize, n_cols: usize, indptr: Vec<f64>, indices: Vec<u32>, data: Vec<f32>, genes: Vec<String>, labels: Vec<String>, in_space: bool) -> Result<TestSet, JsError> {
+        let x = CsrMatrix::from_csc(n_rows, n_cols, &offsets(&indptr, &format!("{file}:X/indptr"))?, &indices, &data, &format!("{file}:X"));
+        self.test_set(file, x, genes, labels, in_space)
+    }
+
+    /// As [`Decoder::test_set_csr`] for a dense row-major matrix.
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = testSetDense)]
+    pub fn test_set_dense(&self, file: &str, n_rows: usize, n_cols: usize, data: Vec<f32>, genes: Vec<String>, labels: Vec<String>, in_space: bool) -> Result<TestSet, JsError> {
+        let x = CsrMatrix::from_dense(n_rows, n_cols, &data, &format!("{file}:X"));
+        self.test_set(file, x, genes, labels, in_space)
+    }
+
+    /// Trains `evaluator` ("logistic": CellTypist-style; "mlp") on the decoded cells — on WebGPU
+    /// when decoding runs there, else with the core's CPU solvers — and scores it on `test`.
+    /// Resolves to JSON: accuracy, macro_f1, per-class recall, confusion, backend.
+    pub fn evaluate(&self, decoded: &Decoded, test: &TestSet, evaluator: &str, seed: u32) -> js_sys::Promise {
+        let (inner, cells, labels, test) = (self.inner.clone(), decoded.cells.clone(), decoded.labels.clone(), test.inner.clone());
+        let kind = EvaluatorKind::parse(evaluator);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let kind = kind.map_err(|e| err("evaluator", e))?;
+            let gpu = match &inner.backend {
+                Backend::Gpu(m) => Some(m.gpu()),
+                Backend::Cpu(_) => None,
+            };
+            let mut e = session::evaluate(gpu, &cells, &labels, &inner.bundle.classes, &test, kind, seed as u64).await.map_err(|e| err("evaluation", e))?;
+            if gpu.is_some() {
+                e.backend = format!("WebGPU: {}", e.backend);
+            }
+            Ok(JsValue::from(serde_json::to_string(&e).map_err(|e| err("evaluation", e))?))
+        })
+    }
+
+    /// The decoded cells in the plane of their first two principal components, and the top
+    /// `n_top` genes of each class (JSON).
+    pub fn explore(&self, decoded: &Decoded, n_top: usize) -> Result<String, JsError> {
+        self.exploration(decoded, None, n_top)
+    }
+
+    /// As [`Decoder::explore`], the components fit on the test cells, which are drawn too.
+    #[wasm_bindgen(js_name = exploreWithTest)]
+    pub fn explore_with_test(&self, decoded: &Decoded, test: &TestSet, n_top: usize) -> Result<String, JsError> {
+        self.exploration(decoded, Some(&test.inner), n_top)
+    }
+
+    fn exploration(&self, decoded: &Decoded, test: Option<&TestCells>, n_top: usize) -> Result<String, JsError> {
+        let e = session::explore(&decoded.cells, &decoded.labels, &self.inner.bundle, test, n_top).map_err(|e| err("exploration", e))?;
+        serde_json::to_string(&e).map_err(|e| err("exploration", e))
     }
 }

@@ -7,8 +7,7 @@ use scdd_core::graph::ExpressionSpace;
 use scdd_core::preprocess::{self, CountType, GeneAlignment};
 use std::path::Path;
 
-/// Fewer shared genes than this (or than half the model's genes, whichever is smaller) is refused.
-pub const DEFAULT_MIN_OVERLAP: usize = 5000;
+pub use scdd_core::preprocess::{min_overlap, DEFAULT_MIN_OVERLAP};
 
 /// A dataset ready for a model.
 pub struct ModelInput {
@@ -17,11 +16,6 @@ pub struct ModelInput {
     /// What the file held before conversion.
     pub count_type: CountType,
     pub alignment: GeneAlignment,
-}
-
-/// The minimum overlap used for a model with `n_genes` genes.
-pub fn min_overlap(n_genes: usize) -> usize {
-    DEFAULT_MIN_OVERLAP.min(n_genes.div_ceil(2))
 }
 
 /// `uns` key under which scdd marks files whose X is already in a model's expression space
