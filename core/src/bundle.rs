@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+/// Metadata key of a half-precision copy made by [`GeneratorBundle::for_recipients`]: the id of
+/// the generator it was converted from. Codes made for that generator decode with the copy (to
+/// f16 rounding of the weights). Like everything in a file, it is trusted as written: the
+/// checksum catches damage, not forgery.
+pub const F16_OF: &str = "scdd.f16_of";
+
 pub const KIND: FileKind = FileKind { name: "scdd generator bundle (.scddg)", magic: *b"SCDDGENB", version: 1 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,6 +114,34 @@ impl GeneratorBundle {
             b.tensors.retain(|k, _| !k.starts_with(&prefix));
         }
         b
+    }
+
+    /// What a recipient of latent codes needs and nothing more: no encoder, no task head; with
+    /// `f16`, every f32 tensor stored in half precision (half the bytes) and the source
+    /// generator's id recorded under [`F16_OF`]. Without `f16` the content id is unchanged.
+    pub fn for_recipients(&self, f16: bool) -> Result<GeneratorBundle> {
+        let mut b = self.without_encoder();
+        if let Some(h) = b.spec.task_head.take() {
+            let prefix = format!("{}.", h.prefix);
+            b.tensors.retain(|k, _| !k.starts_with(&prefix));
+        }
+        if f16 {
+            let source = self.metadata.get(F16_OF).cloned().unwrap_or_else(|| self.generator_id());
+            for (name, t) in b.tensors.iter_mut() {
+                if t.dtype == crate::tensor::DType::F32 {
+                    *t = Tensor::from_f32_as_f16(t.shape.clone(), &t.to_f32()?)
+                        .map_err(|e| CoreError::data(format!("bundle/tensors/{name}"), e.to_string()))?;
+                }
+            }
+            b.metadata.insert(F16_OF.to_string(), source);
+        }
+        Ok(b)
+    }
+
+    /// The generator ids whose codes this bundle decodes: its own, and for a half-precision copy
+    /// the generator it was made from.
+    pub fn decodes_codes_of(&self, id: &str) -> bool {
+        self.generator_id() == id || self.metadata.get(F16_OF).is_some_and(|s| s == id)
     }
 
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {

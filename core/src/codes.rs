@@ -69,7 +69,7 @@ impl LatentCodes {
     /// browser, reports the same).
     pub fn compatibility(&self, bundle: &crate::bundle::GeneratorBundle) -> std::result::Result<(), String> {
         let id = bundle.generator_id();
-        if self.generator_id != id {
+        if !bundle.decodes_codes_of(&self.generator_id) {
             return Err(format!(
                 "made for generator {} but the given bundle is generator {}; decode with the bundle the codes were distilled with",
                 &self.generator_id[..12.min(self.generator_id.len())],

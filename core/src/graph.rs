@@ -461,6 +461,12 @@ impl Default for ExpressionSpace {
 }
 
 impl ExpressionSpace {
+    /// The value under `uns/scdd_space` that marks a file's X as already in this space (scdd's
+    /// synthetic cells), so readers take it as it is instead of normalising it again.
+    pub fn tag(&self) -> String {
+        format!("log1p_normalized:{}", self.target_sum)
+    }
+
     /// The largest value a cell can hold in this space (`log1p(target_sum)` when log1p).
     pub fn max_value(&self) -> f32 {
         if self.log1p {

@@ -1,6 +1,6 @@
 //! Round trips and corruption handling of the `.scdd` latent-code and `.scddg` bundle formats.
 use proptest::prelude::*;
-use scdd_core::bundle::GeneratorBundle;
+use scdd_core::bundle::{GeneratorBundle, F16_OF};
 use scdd_core::codes::{LatentCodes, Provenance};
 use scdd_core::format::{self, HEADER_LEN};
 use scdd_core::graph::{Activation, DenoiserSpec, ExpressionSpace, GraphSpec, Layer, NoiseSchedule, Stack};
@@ -541,6 +541,43 @@ fn generator_id_is_stable_under_slimming_and_sensitive_to_the_decoder() {
         *t = Tensor::from_f32_as_f16(t.shape.clone(), &t.to_f32().unwrap()).unwrap();
     }
     assert_ne!(f.generator_id(), id, "tensor dtype");
+}
+
+#[test]
+fn recipient_bundles_decode_the_codes_of_their_source_and_no_others() {
+    let b = small_bundle();
+    let id = b.generator_id();
+    let c = codes(vec![0, 1], b.classes.len(), b.spec.latent_dim, false, 3, &id);
+    let mut c = c;
+    c.classes = b.classes.clone();
+    c.label_column = b.label_column.clone();
+    c.compatibility(&b).unwrap();
+
+    let slim = b.for_recipients(false).unwrap();
+    assert!(slim.spec.encoder.is_none() && slim.spec.task_head.is_none());
+    assert!(slim.tensors.keys().all(|k| !k.starts_with("encoder.") && !k.starts_with("head.")), "{:?}", slim.tensors.keys());
+    assert_eq!(slim.generator_id(), id);
+    assert!(!slim.metadata.contains_key(F16_OF));
+    slim.validate().unwrap();
+    c.compatibility(&slim).unwrap();
+
+    let half = b.for_recipients(true).unwrap();
+    half.validate().unwrap();
+    assert!(half.tensors.values().all(|t| t.dtype == DType::F16));
+    let weight_bytes = |b: &GeneratorBundle| b.tensors.values().map(|t| t.data.len()).sum::<usize>();
+    assert_eq!(weight_bytes(&half) * 2, weight_bytes(&slim), "f16 halves the weights");
+    assert_ne!(half.generator_id(), id, "its own content differs…");
+    assert_eq!(half.metadata[F16_OF], id, "…and it names its source");
+    c.compatibility(&half).unwrap();
+    // A copy of the copy still names the original; a round trip through bytes keeps it.
+    let again = GeneratorBundle::from_bytes(&half.for_recipients(true).unwrap().to_bytes()).unwrap();
+    assert_eq!(again.metadata[F16_OF], id);
+    c.compatibility(&again).unwrap();
+
+    // Codes of another generator are refused by the copy as by the original.
+    let mut other = c.clone();
+    other.generator_id = "ab".repeat(32);
+    assert!(other.compatibility(&half).unwrap_err().contains("made for generator abababababab"));
 }
 
 // ------------------------------------------------------------------------------------------

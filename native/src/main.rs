@@ -36,6 +36,10 @@ enum Cmd {
     Bench(cmd::bench::Args),
     /// Evaluator plugins found (SCDD_PLUGIN_PATH, the built-in folder, named files) and why any was refused.
     Plugins(cmd::plugins::Args),
+    /// A decoder-only copy of a generator bundle for recipients of latent codes (optionally f16).
+    RecipientBundle(cmd::recipient_bundle::Args),
+    /// Serve the browser page (decode codes and train classifiers on WebGPU) on 127.0.0.1.
+    Serve(cmd::serve::Args),
     /// Internal: runs one plugin fit + predict in its own process (started by scdd itself).
     #[command(hide = true)]
     PluginWorker(cmd::plugin_worker::Args),
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
         Cmd::Run(a) => cmd::run::run(a),
         Cmd::Bench(a) => cmd::bench::run(a),
         Cmd::Plugins(a) => cmd::plugins::run(a),
+        Cmd::RecipientBundle(a) => cmd::recipient_bundle::run(a),
+        Cmd::Serve(a) => cmd::serve::run(a),
         Cmd::PluginWorker(a) => cmd::plugin_worker::run(a),
     };
     match res {

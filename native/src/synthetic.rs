@@ -92,3 +92,43 @@ pub fn decode_to_file(codes: &LatentCodes, codes_path: &Path, bundle: &Generator
     write(out, &ds, bundle, &SyntheticMeta::of_codes(codes))?;
     Ok(ds)
 }
+
+/// What [`recipient_bundle`] wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct RecipientBundle {
+    pub bytes_before: usize,
+    pub bytes_after: usize,
+    pub generator_id: String,
+    /// Set for a half-precision copy: the id codes name to be decoded by it.
+    pub f16_of: Option<String>,
+    pub tensors_dropped: usize,
+    /// Largest difference between the cells of `check` decoded with the copy and with the
+    /// original (0 unless `f16`).
+    pub max_abs_diff: Option<f32>,
+}
+
+/// Writes the decoder-only copy of `bundle` for recipients (see
+/// [`GeneratorBundle::for_recipients`]) to `out`; with `check`, decodes those codes with both
+/// and reports the largest difference.
+pub fn recipient_bundle(bundle: &GeneratorBundle, f16: bool, check: Option<(&LatentCodes, &Path)>, out: &Path) -> Result<RecipientBundle> {
+    let slim = bundle.for_recipients(f16)?;
+    let max_abs_diff = match check {
+        Some((codes, path)) => {
+            let a = decode(codes, bundle, path)?;
+            let b = decode(codes, &slim, path)?;
+            let (a, b) = (a.x.to_dense(), b.x.to_dense());
+            Some(a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs())))
+        }
+        None => None,
+    };
+    let bytes = slim.to_bytes();
+    crate::io::fs::write_atomic(out, &bytes)?;
+    Ok(RecipientBundle {
+        bytes_before: bundle.to_bytes().len(),
+        bytes_after: bytes.len(),
+        generator_id: slim.generator_id(),
+        f16_of: slim.metadata.get(scdd_core::bundle::F16_OF).cloned(),
+        tensors_dropped: bundle.tensors.len() - slim.tensors.len(),
+        max_abs_diff,
+    })
+}

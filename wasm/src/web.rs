@@ -142,6 +142,18 @@ impl Decoder {
         self.inner.bundle.classes.clone()
     }
 
+    /// The `uns/scdd_space` value of files already in the model's space.
+    #[wasm_bindgen(getter)]
+    pub fn space_tag(&self) -> String {
+        self.inner.bundle.spec.space.tag()
+    }
+
+    /// The generator's content id (the code files name it).
+    #[wasm_bindgen(getter)]
+    pub fn generator_id(&self) -> String {
+        self.inner.bundle.generator_id()
+    }
+
     #[wasm_bindgen(getter)]
     pub fn label_column(&self) -> String {
         self.inner.bundle.label_column.clone()

@@ -25,7 +25,7 @@ pub const SPACE_KEY: &str = "scdd_space";
 
 /// The [`SPACE_KEY`] value for `space`.
 pub fn space_tag(space: &ExpressionSpace) -> String {
-    format!("log1p_normalized:{}", space.target_sum)
+    space.tag()
 }
 
 /// Reads `path`, converts it to `space` and aligns it to `genes`. A file marked with
