@@ -21,7 +21,11 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 # mesa-vulkan-drivers: lavapipe, the Vulkan driver on the CPU that runs the WGSL kernels in
 # native tests (scdd-wasm) on a machine without a GPU.
 PKGS=(libhdf5-dev pkg-config mesa-vulkan-drivers libvulkan1)
-[ "$WASM" = 1 ] && PKGS+=(rustc-web cargo-web rust-web-src lld-22)
+# The browser build and its tests: Debian's rustc-web with its std source (wasm32), Chromium
+# (headless, WebGPU on SwiftShader) and Node.js / npm (h5wasm, playwright-core; Debian's only
+# when the machine has no node and npm of its own).
+[ "$WASM" = 1 ] && PKGS+=(rustc-web cargo-web rust-web-src lld-22 chromium)
+[ "$WASM" = 1 ] && ! { command -v node && command -v npm; } >/dev/null && PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -55,5 +59,17 @@ PY
 case "$TORCH_VER" in 2.11.0*) ;; *) echo "setup.sh: torch $TORCH_VER found, tch 0.24.0 needs 2.11.0" >&2; exit 1 ;; esac
 log "torch $TORCH_VER at $SITE/torch"
 
-# --- wasm-bindgen-cli is not needed until the browser issue ------------------------------
+# --- the browser build: wasm-bindgen-cli (pinned to the crate) and the npm packages ---------
+if [ "$WASM" = 1 ]; then
+  WB=0.2.130   # = the wasm-bindgen crate pinned in wasm/Cargo.toml
+  if ! { [ -x "$HOME/.cargo/bin/wasm-bindgen" ] && "$HOME/.cargo/bin/wasm-bindgen" --version | grep -q " $WB"; }; then
+    log "cargo install wasm-bindgen-cli $WB (once; ~12 min on 2 cores)"
+    cargo install -q wasm-bindgen-cli --version "$WB"
+  fi
+  if [ ! -d "$ROOT/wasm/node_modules/h5wasm" ] || [ "$ROOT/wasm/package-lock.json" -nt "$ROOT/wasm/node_modules/.package-lock.json" ]; then
+    log "npm ci (h5wasm, playwright-core)"
+    (cd "$ROOT/wasm" && npm ci -s --no-audit --no-fund)
+  fi
+  log "wasm-bindgen $("$HOME/.cargo/bin/wasm-bindgen" --version | cut -d' ' -f2), chromium, npm packages present"
+fi
 log "done. Environment: source scripts/env.sh"

@@ -70,3 +70,54 @@ fn bad_training_input_is_refused_with_the_reason() {
     assert!(fit(&[0.0; 3], &[0, 1], 2, TrainSettings::logistic(2)).contains("3 values"));
     assert!(fit(&[0.0; 4], &[0, 1], 2, TrainSettings { steps: 0, ..TrainSettings::logistic(2) }).contains("steps = 0"));
 }
+
+/// The page's preparation of a recipient's test file (`scdd_wasm::session`, run natively): raw
+/// counts normalised as the native reader does, genes aligned to the bundle, cells of unknown
+/// classes left out and counted, and the refusals, each naming the file.
+#[test]
+fn test_cells_are_prepared_as_the_native_reader_prepares_them() {
+    use scdd::io::h5ad::{read_h5ad, ReadOptions};
+    use scdd_wasm::session::{evaluate, explore, EvaluatorKind, TestCells};
+    let raw = read_h5ad(Path::new(PANCREAS), &ReadOptions::default()).unwrap();
+    let rows: Vec<usize> = (0..raw.n_cells()).step_by(9).collect();
+    let ds = raw.select_cells(&rows);
+    let bundle = common::random_generator(&ds, 8, 32, 0);
+    let labels_of = |ds: &scdd_core::dataset::Dataset| -> Vec<Option<String>> {
+        let l = ds.obs.labels("cell_type").unwrap();
+        l.ids.iter().map(|i| i.map(|i| l.classes[i as usize].clone())).collect()
+    };
+    let mut labels = labels_of(&ds);
+    labels[0] = None;
+    labels[1] = Some("Not a class".into());
+    let t = TestCells::prepare("test.h5ad", ds.x.clone(), ds.genes.clone(), &labels, false, &bundle).unwrap();
+    let r = &t.report;
+    assert_eq!((r.cells_in_file, r.cells_kept, r.unlabelled, r.unknown_class), (ds.n_cells(), ds.n_cells() - 2, 1, 1));
+    assert_eq!(r.unknown_classes, vec!["Not a class".to_string()]);
+    assert!(r.values.starts_with("raw counts"), "{}", r.values);
+    assert_eq!((r.shared_genes, r.model_genes), (bundle.genes.len(), bundle.genes.len()));
+    // The same cells as the native model-input path (normalise 1e4 + log1p, align).
+    let native = scdd::io::prep::to_model_input(ds.clone(), &bundle.genes, &bundle.spec.space, "test").unwrap();
+    let want = native.data.x.dense_rows(&(2..ds.n_cells()).collect::<Vec<_>>());
+    let worst = want.iter().zip(&t.x).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst <= 1e-6, "{worst}");
+
+    // Refusals: other gene names, no cell of a known class, already-scaled values.
+    let renamed: Vec<String> = (0..ds.n_genes()).map(|i| format!("ENSG{i:08}")).collect();
+    let e = TestCells::prepare("other.h5ad", ds.x.clone(), renamed, &labels, false, &bundle).err().unwrap();
+    assert!(e.contains("other.h5ad") && e.contains("only 0 of the model's"), "{e}");
+    let none: Vec<Option<String>> = vec![Some("X".into()); ds.n_cells()];
+    let e = TestCells::prepare("nolabel.h5ad", ds.x.clone(), ds.genes.clone(), &none, false, &bundle).err().unwrap();
+    assert!(e.contains("nolabel.h5ad: no cell has one of the model's classes") && e.contains("its labels: X"), "{e}");
+
+    // Scoring on the core's solvers and the plot data fit together.
+    let k = bundle.classes.len();
+    let synth_rows: Vec<usize> = (2..ds.n_cells()).step_by(5).collect();
+    let cells: Vec<f32> = synth_rows.iter().flat_map(|&r| t.x[(r - 2) * bundle.genes.len()..(r - 1) * bundle.genes.len()].to_vec()).collect();
+    let synth_labels: Vec<u32> = synth_rows.iter().map(|&r| t.labels[r - 2]).collect();
+    let e = pollster::block_on(evaluate(None, &cells, &synth_labels, &bundle.classes, &t, EvaluatorKind::Logistic, 0)).unwrap();
+    assert_eq!((e.train_cells, e.test_cells, e.scores.confusion.len()), (synth_rows.len(), t.n_cells(), k));
+    assert!(e.scores.accuracy > 0.7, "real cells teach real cells: {}", e.scores.accuracy);
+    let x = explore(&cells, &synth_labels, &bundle, Some(&t), 3).unwrap();
+    assert_eq!((x.synthetic.len(), x.test.len(), x.markers.len()), (synth_rows.len(), t.n_cells(), k));
+    assert_eq!(x.fitted_on, "test cells");
+}

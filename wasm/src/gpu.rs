@@ -18,6 +18,8 @@ pub struct Gpu {
     queue: wgpu::Queue,
     /// "name (backend, device type)" of the adapter, for the page and the logs.
     pub adapter: String,
+    /// The adapter is a CPU (SwiftShader, lavapipe): compute shaders are emulated.
+    pub cpu_adapter: bool,
     max_binding: u64,
     /// Use the kernels without shared memory: on CPU adapters (lavapipe, SwiftShader) workgroup
     /// barriers cost more than they save (measured on lavapipe: a 1293 × 300 · 300 × 8 product
@@ -43,6 +45,21 @@ pub(crate) struct TrainKernels {
     pub colsum: wgpu::ComputePipeline,
     pub relu_mask: wgpu::ComputePipeline,
     pub adam: wgpu::ComputePipeline,
+    pub tick: wgpu::ComputePipeline,
+}
+
+/// Dispatches recorded with their bindings, to run once or many times ([`Gpu::run`]).
+#[derive(Default)]
+pub(crate) struct Program {
+    steps: Vec<Recorded>,
+}
+
+struct Recorded {
+    pipeline: wgpu::ComputePipeline,
+    bind: wgpu::BindGroup,
+    groups: (u32, u32),
+    /// The `dims` uniform the bind group holds.
+    _uniform: wgpu::Buffer,
 }
 
 /// A device buffer of f32 values and its length.
@@ -119,7 +136,8 @@ impl Gpu {
             })
         };
         Ok(Gpu {
-            adapter: format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
+            adapter: describe_adapter(&info),
+            cpu_adapter: info.device_type == wgpu::DeviceType::Cpu,
             max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
             direct: info.device_type == wgpu::DeviceType::Cpu,
             linear: pipeline(&linear_m, "main"),
@@ -137,6 +155,7 @@ impl Gpu {
                 colsum: pipeline(&train_m, "colsum"),
                 relu_mask: pipeline(&train_m, "relu_mask"),
                 adam: pipeline(&train_m, "adam"),
+                tick: pipeline(&train_m, "tick"),
             },
             device,
             queue,
@@ -202,24 +221,32 @@ impl Gpu {
         })
     }
 
-    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device.create_command_encoder(&Default::default())
-    }
-
-    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) {
-        self.queue.submit([enc.finish()]);
-    }
-
-    /// Records one dispatch: binding 0 is the `dims` uniform, then `(binding, array)` pairs.
-    pub(crate) fn dispatch(&self, enc: &mut wgpu::CommandEncoder, pipeline: &wgpu::ComputePipeline, dims: [u32; 4], arrays: &[(u32, &DeviceArray)], groups: (u32, u32)) {
+    /// Records one dispatch into `p`: binding 0 is the `dims` uniform, then `(binding, array)`
+    /// pairs. The uniform and the bind group are made here, once: a program replayed many
+    /// times (training steps) costs only the dispatches.
+    pub(crate) fn dispatch(&self, p: &mut Program, pipeline: &wgpu::ComputePipeline, dims: [u32; 4], arrays: &[(u32, &DeviceArray)], groups: (u32, u32)) {
         let uniform = self.uniform(dims);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         entries.extend(arrays.iter().map(|(b, a)| wgpu::BindGroupEntry { binding: *b, resource: a.buffer.as_entire_binding() }));
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
+        p.steps.push(Recorded { pipeline: pipeline.clone(), bind, groups, _uniform: uniform });
+    }
+
+    /// Runs `p` `times` times over, in one compute pass (dispatches in a pass see each other's
+    /// writes, in order), and submits it.
+    pub(crate) fn run(&self, p: &Program, times: usize) {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            for _ in 0..times {
+                for r in &p.steps {
+                    pass.set_pipeline(&r.pipeline);
+                    pass.set_bind_group(0, &r.bind, &[]);
+                    pass.dispatch_workgroups(r.groups.0, r.groups.1, 1);
+                }
+            }
+        }
+        self.queue.submit([enc.finish()]);
     }
 
     /// A grid of `n` workgroups, two-dimensional past the 65 535 limit of one dimension.
@@ -230,7 +257,7 @@ impl Gpu {
     }
 
     /// `y = x·Wᵀ (+ b) (+ y)` for x rows × inner and W cols × inner.
-    pub(crate) fn linear(&self, enc: &mut wgpu::CommandEncoder, x: &DeviceArray, (w, b): (&DeviceArray, Option<&DeviceArray>), y: &DeviceArray, (rows, inner, cols): (usize, usize, usize), accumulate: bool) {
+    pub(crate) fn linear(&self, enc: &mut Program, x: &DeviceArray, (w, b): (&DeviceArray, Option<&DeviceArray>), y: &DeviceArray, (rows, inner, cols): (usize, usize, usize), accumulate: bool) {
         let flags = b.is_some() as u32 | (accumulate as u32) << 1;
         let b = b.unwrap_or(w); // unread when the flag is off
         if self.direct {
@@ -241,12 +268,12 @@ impl Gpu {
         self.dispatch(enc, &self.linear, [rows as u32, inner as u32, cols as u32, flags], &[(1, x), (2, w), (3, b), (4, y)], groups);
     }
 
-    fn row_op(&self, enc: &mut wgpu::CommandEncoder, x: &DeviceArray, (gamma, beta): (&DeviceArray, &DeviceArray), (rows, dim): (usize, usize), eps: f32, op: RowOp) {
+    fn row_op(&self, enc: &mut Program, x: &DeviceArray, (gamma, beta): (&DeviceArray, &DeviceArray), (rows, dim): (usize, usize), eps: f32, op: RowOp) {
         let dims = [rows as u32, dim as u32, eps.to_bits(), op as u32];
         self.dispatch(enc, &self.rows, dims, &[(1, x), (2, gamma), (3, beta)], Self::grid(rows));
     }
 
-    pub(crate) fn elementwise(&self, enc: &mut wgpu::CommandEncoder, pipeline: &wgpu::ComputePipeline, code: u32, arrays: &[(u32, &DeviceArray)], (rows, cols): (usize, usize)) {
+    pub(crate) fn elementwise(&self, enc: &mut Program, pipeline: &wgpu::ComputePipeline, code: u32, arrays: &[(u32, &DeviceArray)], (rows, cols): (usize, usize)) {
         self.dispatch(enc, pipeline, [rows as u32, cols as u32, code, 0], arrays, Self::grid((rows * cols).div_ceil(256)));
     }
 
@@ -334,12 +361,12 @@ impl GpuModel {
         &self.params[name]
     }
 
-    fn linear(&self, enc: &mut wgpu::CommandEncoder, x: &DeviceArray, l: &LinearNames, rows: usize, y: &DeviceArray, accumulate: bool) {
+    fn linear(&self, enc: &mut Program, x: &DeviceArray, l: &LinearNames, rows: usize, y: &DeviceArray, accumulate: bool) {
         self.gpu.linear(enc, x, (self.p(&l.weight), Some(self.p(&l.bias))), y, (rows, l.in_dim, l.out_dim), accumulate);
     }
 
     /// Runs `stack` on `x` (rows × its input width) in place where it can; returns the output.
-    fn run_stack(&self, enc: &mut wgpu::CommandEncoder, stack: &Stack, x: DeviceArray, rows: usize) -> Result<DeviceArray, String> {
+    fn run_stack(&self, enc: &mut Program, stack: &Stack, x: DeviceArray, rows: usize) -> Result<DeviceArray, String> {
         let g = &self.gpu;
         let mut x = x;
         let mut width = stack.in_dim().unwrap_or(0);
@@ -368,7 +395,7 @@ impl GpuModel {
     }
 
     /// The denoiser's `z_0` estimate for `z` (rows × latent) at timestep `t`, classes per row.
-    fn denoise(&self, enc: &mut wgpu::CommandEncoder, z: DeviceArray, rows: usize, t: u32, classes: &DeviceArray) -> Result<DeviceArray, String> {
+    fn denoise(&self, enc: &mut Program, z: DeviceArray, rows: usize, t: u32, classes: &DeviceArray) -> Result<DeviceArray, String> {
         let g = &self.gpu;
         let d = self.spec.denoiser.as_ref().ok_or("this bundle has no denoiser")?;
         let n = d.names();
@@ -384,7 +411,7 @@ impl GpuModel {
         // SiLU(time + class_table[c]) per row.
         let cond = g.zeros("condition", rows * e)?;
         g.elementwise(enc, &g.condition, 0, &[(1, &cond), (2, &time), (3, self.p(&n.class_table)), (4, classes)], (rows, e));
-        let block = |enc: &mut wgpu::CommandEncoder, b: &BlockNames, h: &DeviceArray| -> Result<DeviceArray, String> {
+        let block = |enc: &mut Program, b: &BlockNames, h: &DeviceArray| -> Result<DeviceArray, String> {
             let y = g.zeros(&b.linear.weight, rows * b.linear.out_dim)?;
             self.linear(enc, h, &b.linear, rows, &y, false);
             self.linear(enc, &cond, &b.emb, rows, &y, true);
@@ -427,12 +454,12 @@ impl GpuModel {
         let mut out = Vec::with_capacity(n * genes);
         for start in (0..n).step_by(batch) {
             let rows = batch.min(n - start);
-            let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+            let mut enc = Program::default();
             let zb = self.gpu.upload("codes", &z[start * latent..(start + rows) * latent])?;
             let cb = self.gpu.upload_u32("classes", &classes[start..start + rows]);
             let z0 = self.denoise(&mut enc, zb, rows, t, &cb)?;
             let x = self.run_stack(&mut enc, &self.spec.decoder, z0, rows)?;
-            self.gpu.queue.submit([enc.finish()]);
+            self.gpu.run(&enc, 1);
             out.extend(self.gpu.read(&x).await?);
         }
         Ok(out)
@@ -446,4 +473,17 @@ impl GpuModel {
         self.spec.space.project(&mut x);
         Ok(x)
     }
+}
+
+/// "name (backend, device type)"; browsers often hide the name (then the vendor or driver).
+fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    let name = [&info.name, &info.driver, &info.driver_info].into_iter().find(|s| !s.trim().is_empty()).cloned().unwrap_or_else(|| "unnamed adapter".into());
+    let device = match info.device_type {
+        wgpu::DeviceType::Cpu => "CPU device",
+        wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+        wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+        wgpu::DeviceType::VirtualGpu => "virtual GPU",
+        wgpu::DeviceType::Other => "device of unknown kind",
+    };
+    format!("{name} ({:?}, {device})", info.backend)
 }

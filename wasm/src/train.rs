@@ -3,7 +3,7 @@
 //! softmax regression with the L2 penalty of `C = 1` — and a one-hidden-layer ReLU perceptron.
 //! Full-batch Adam: a recipient trains on distilled sets of tens to thousands of cells, which fit
 //! on the device whole.
-use crate::gpu::{DeviceArray, Gpu};
+use crate::gpu::{DeviceArray, Gpu, Program};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -90,19 +90,20 @@ impl TrainSettings {
 struct Param {
     value: DeviceArray,
     grad: DeviceArray,
-    m: DeviceArray,
-    v: DeviceArray,
+    /// Adam's first then second moments (2 × the values).
+    moments: DeviceArray,
     l2: f32,
 }
 
 impl Param {
     fn new(gpu: &Gpu, name: &str, init: &[f32], l2: f32) -> Result<Param, String> {
-        Ok(Param { value: gpu.upload(name, init)?, grad: gpu.zeros(name, init.len())?, m: gpu.zeros(name, init.len())?, v: gpu.zeros(name, init.len())?, l2 })
+        Ok(Param { value: gpu.upload(name, init)?, grad: gpu.zeros(name, init.len())?, moments: gpu.zeros(name, 2 * init.len())?, l2 })
     }
 
-    fn adam(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, step: usize, lr: f32) {
+    /// Records an Adam step; its number is `step[0]` (advanced by the `tick` kernel).
+    fn adam(&self, gpu: &Gpu, enc: &mut Program, step: &DeviceArray, lr: f32) {
         let n = self.value.len();
-        gpu.dispatch(enc, &gpu.train.adam, [n as u32, step as u32, lr.to_bits(), self.l2.to_bits()], &[(1, &self.grad), (4, &self.value), (6, &self.m), (7, &self.v)], Gpu::grid(n.div_ceil(256)));
+        gpu.dispatch(enc, &gpu.train.adam, [n as u32, 0, lr.to_bits(), self.l2.to_bits()], &[(1, &self.grad), (4, &self.value), (6, &self.moments), (8, step)], Gpu::grid(n.div_ceil(256)));
     }
 }
 
@@ -154,29 +155,30 @@ impl GpuClassifier {
         let hid = gpu.zeros("hidden", n * s.hidden)?;
         let dhid = gpu.zeros("hidden gradient", n * s.hidden)?;
         let tk = &gpu.train;
-        for start in (1..=s.steps).step_by(STEPS_PER_SUBMIT) {
-            let mut enc = gpu.encoder();
-            for step in start..(start + STEPS_PER_SUBMIT).min(s.steps + 1) {
-                let input = model.forward(gpu, &mut enc, &z, n, &hid, &logits);
-                gpu.dispatch(&mut enc, &tk.softmax_residual, [n as u32, k as u32, 0, 0], &[(4, &logits), (5, &y)], Gpu::grid(n.div_ceil(64)));
-                // Back through the output layer: its gradients, then (perceptron) the hidden layer's.
-                let (w, b) = model.layers.last().expect("one layer at least");
-                let width = if s.hidden == 0 { d } else { s.hidden };
-                matmul(gpu, &mut enc, Product::TN, &logits, input, &w.grad, (k, n, width));
-                colsum(gpu, &mut enc, &logits, &b.grad, (n, k));
-                if s.hidden > 0 {
-                    let (w1, b1) = &model.layers[0];
-                    matmul(gpu, &mut enc, Product::NN, &logits, &w.value, &dhid, (n, k, s.hidden));
-                    gpu.dispatch(&mut enc, &tk.relu_mask, [(n * s.hidden) as u32, 0, 0, 0], &[(1, &hid), (4, &dhid)], Gpu::grid((n * s.hidden).div_ceil(256)));
-                    matmul(gpu, &mut enc, Product::TN, &dhid, &z, &w1.grad, (s.hidden, n, d));
-                    colsum(gpu, &mut enc, &dhid, &b1.grad, (n, s.hidden));
-                }
-                for (w, b) in &model.layers {
-                    w.adam(gpu, &mut enc, step, s.lr);
-                    b.adam(gpu, &mut enc, step, s.lr);
-                }
-            }
-            gpu.submit(enc);
+        // One step recorded once, replayed `steps` times.
+        let step = gpu.upload_u32("step", &[0]);
+        let mut program = Program::default();
+        let input = model.forward(gpu, &mut program, &z, n, &hid, &logits);
+        gpu.dispatch(&mut program, &tk.softmax_residual, [n as u32, k as u32, 0, 0], &[(4, &logits), (5, &y)], Gpu::grid(n.div_ceil(64)));
+        // Back through the output layer: its gradients, then (perceptron) the hidden layer's.
+        let (w, b) = model.layers.last().expect("one layer at least");
+        let width = if s.hidden == 0 { d } else { s.hidden };
+        matmul(gpu, &mut program, Product::TN, &logits, input, &w.grad, (k, n, width));
+        colsum(gpu, &mut program, &logits, &b.grad, (n, k));
+        if s.hidden > 0 {
+            let (w1, b1) = &model.layers[0];
+            matmul(gpu, &mut program, Product::NN, &logits, &w.value, &dhid, (n, k, s.hidden));
+            gpu.dispatch(&mut program, &tk.relu_mask, [(n * s.hidden) as u32, 0, 0, 0], &[(1, &hid), (4, &dhid)], Gpu::grid((n * s.hidden).div_ceil(256)));
+            matmul(gpu, &mut program, Product::TN, &dhid, &z, &w1.grad, (s.hidden, n, d));
+            colsum(gpu, &mut program, &dhid, &b1.grad, (n, s.hidden));
+        }
+        gpu.dispatch(&mut program, &tk.tick, [1, 0, 0, 0], &[(8, &step)], (1, 1));
+        for (w, b) in &model.layers {
+            w.adam(gpu, &mut program, &step, s.lr);
+            b.adam(gpu, &mut program, &step, s.lr);
+        }
+        for start in (0..s.steps).step_by(STEPS_PER_SUBMIT) {
+            gpu.run(&program, STEPS_PER_SUBMIT.min(s.steps - start));
         }
         // A diverged fit is an error, not a classifier.
         let (w, _) = model.layers.last().expect("one layer at least");
@@ -188,7 +190,7 @@ impl GpuClassifier {
 
     /// Records the forward pass into `logits`; returns the output layer's input (the scaled
     /// cells, or the hidden activations in `hid`).
-    fn forward<'a>(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, z: &'a DeviceArray, n: usize, hid: &'a DeviceArray, logits: &DeviceArray) -> &'a DeviceArray {
+    fn forward<'a>(&self, gpu: &Gpu, enc: &mut Program, z: &'a DeviceArray, n: usize, hid: &'a DeviceArray, logits: &DeviceArray) -> &'a DeviceArray {
         let d = self.scaler.mean.len();
         let k = self.n_classes;
         if self.hidden == 0 {
@@ -218,9 +220,9 @@ impl GpuClassifier {
             let z = gpu.upload("scaled cells", &self.scaler.apply(&x[start * d..(start + rows) * d]))?;
             let hid = gpu.zeros("hidden", rows * self.hidden)?;
             let logits = gpu.zeros("logits", rows * k)?;
-            let mut enc = gpu.encoder();
-            self.forward(gpu, &mut enc, &z, rows, &hid, &logits);
-            gpu.submit(enc);
+            let mut program = Program::default();
+            self.forward(gpu, &mut program, &z, rows, &hid, &logits);
+            gpu.run(&program, 1);
             let l = gpu.read(&logits).await?;
             out.extend(l.chunks_exact(k).map(|row| row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (j, &v)| if v > a.1 { (j, v) } else { a }).0 as u32));
         }
@@ -239,7 +241,7 @@ enum Product {
 
 /// `y = a·b` or `y = aᵀ·b`, `(rows, inner, cols)` of `y` and the sum; tiled, or direct on a CPU
 /// adapter.
-fn matmul(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, product: Product, a: &DeviceArray, b: &DeviceArray, y: &DeviceArray, (rows, inner, cols): (usize, usize, usize)) {
+fn matmul(gpu: &Gpu, enc: &mut Program, product: Product, a: &DeviceArray, b: &DeviceArray, y: &DeviceArray, (rows, inner, cols): (usize, usize, usize)) {
     let dims = [rows as u32, inner as u32, cols as u32, (product == Product::TN) as u32];
     let arrays = [(1, a), (2, b), (4, y)];
     if gpu.direct {
@@ -250,6 +252,6 @@ fn matmul(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, product: Product, a: &Devic
 }
 
 /// `y[c] = Σ_r a[r, c]` for `a` rows × cols.
-fn colsum(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, a: &DeviceArray, y: &DeviceArray, (rows, cols): (usize, usize)) {
+fn colsum(gpu: &Gpu, enc: &mut Program, a: &DeviceArray, y: &DeviceArray, (rows, cols): (usize, usize)) {
     gpu.dispatch(enc, &gpu.train.colsum, [rows as u32, cols as u32, 0, 0], &[(1, a), (4, y)], Gpu::grid(cols.div_ceil(64)));
 }

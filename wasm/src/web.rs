@@ -12,7 +12,7 @@
 //!
 //! Errors are `Error`s whose message names the file and the problem, as the native reader's.
 use crate::gpu::{Gpu, GpuModel};
-use crate::session::{self, EvaluatorKind, TestCells};
+use crate::session::{self, EvaluatorKind, TestCells, TrainOn};
 use ndarray::Array2;
 use scdd_core::bundle::GeneratorBundle;
 use scdd_core::codes::LatentCodes;
@@ -213,22 +213,22 @@ impl Decoder {
         self.test_set(file, x, genes, labels, in_space)
     }
 
-    /// Trains `evaluator` ("logistic": CellTypist-style; "mlp") on the decoded cells — on WebGPU
-    /// when decoding runs there, else with the core's CPU solvers — and scores it on `test`.
-    /// Resolves to JSON: accuracy, macro_f1, per-class recall, confusion, backend.
-    pub fn evaluate(&self, decoded: &Decoded, test: &TestSet, evaluator: &str, seed: u32) -> js_sys::Promise {
+    /// Trains `evaluator` ("logistic": CellTypist-style; "mlp") on the decoded cells and scores
+    /// it on `test`. `train_on`: "webgpu" (WGSL), "cpu" (the core's solvers) or "auto" (WGSL on a
+    /// GPU, the CPU when the WebGPU adapter is itself a CPU). Resolves to JSON: accuracy,
+    /// macro_f1, per-class recall, confusion, backend.
+    pub fn evaluate(&self, decoded: &Decoded, test: &TestSet, evaluator: &str, seed: u32, train_on: &str) -> js_sys::Promise {
         let (inner, cells, labels, test) = (self.inner.clone(), decoded.cells.clone(), decoded.labels.clone(), test.inner.clone());
         let kind = EvaluatorKind::parse(evaluator);
+        let train_on = TrainOn::parse(train_on);
         wasm_bindgen_futures::future_to_promise(async move {
             let kind = kind.map_err(|e| err("evaluator", e))?;
             let gpu = match &inner.backend {
                 Backend::Gpu(m) => Some(m.gpu()),
                 Backend::Cpu(_) => None,
             };
-            let mut e = session::evaluate(gpu, &cells, &labels, &inner.bundle.classes, &test, kind, seed as u64).await.map_err(|e| err("evaluation", e))?;
-            if gpu.is_some() {
-                e.backend = format!("WebGPU: {}", e.backend);
-            }
+            let gpu = train_on.and_then(|t| t.pick(gpu)).map_err(|e| err("evaluator", e))?;
+            let e = session::evaluate(gpu, &cells, &labels, &inner.bundle.classes, &test, kind, seed as u64).await.map_err(|e| err("evaluation", e))?;
             Ok(JsValue::from(serde_json::to_string(&e).map_err(|e| err("evaluation", e))?))
         })
     }

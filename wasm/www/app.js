@@ -108,7 +108,7 @@ async function train() {
   if (!Number.isInteger(seed) || seed < 0 || seed > 4294967295) return fail(new Error(`seed ${$('seed').value}: a whole number from 0 to 4294967295`));
   $('train').disabled = true;
   await run(`Training ${evaluator}…`, async () => {
-    const r = await call('evaluate', { evaluator, seed });
+    const r = await call('evaluate', { evaluator, seed, trainOn: $('train-on').value });
     state.evaluation = r;
     showEvaluation(r);
     return `Trained and tested ${evaluator} in ${(r.ms / 1000).toFixed(1)} s.`;

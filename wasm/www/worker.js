@@ -1,7 +1,7 @@
 // The page's Web Worker: everything heavy runs here (reading files with h5wasm, decoding and
 // training through the scdd-wasm module), so the tab never freezes. Messages in:
 //   {id, op: 'bundle', bytes, name} | {id, op: 'decode', bytes, name}
-//   {id, op: 'test', bytes, name, label, matrix} | {id, op: 'evaluate', evaluator, seed}
+//   {id, op: 'test', bytes, name, label, matrix} | {id, op: 'evaluate', evaluator, seed, trainOn}
 //   {id, op: 'download', format: 'h5ad' | 'csv'}
 // out: {id, progress: text} while working, then {id, ok: result} or {id, error: message}.
 import init, { Decoder } from './pkg/scdd_wasm.js';
@@ -71,12 +71,12 @@ const ops = {
     return { report: test.report, label: label || decoder.label_column, ms: ms(t0), exploration };
   },
 
-  async evaluate({ evaluator, seed }, say) {
+  async evaluate({ evaluator, seed, trainOn }, say) {
     if (!decoded) throw new Error('decode a code file first');
     if (!test) throw new Error('load test cells (.h5ad) first');
     say(`training ${evaluator} on ${decoded.cells.n_cells} synthetic cells…`);
     const t0 = performance.now();
-    const r = JSON.parse(await decoder.evaluate(decoded.cells, test.set, evaluator, seed || 0));
+    const r = JSON.parse(await decoder.evaluate(decoded.cells, test.set, evaluator, seed || 0, trainOn || 'auto'));
     r.ms = ms(t0);
     return r;
   },

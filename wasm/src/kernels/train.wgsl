@@ -6,8 +6,10 @@
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> labels: array<u32>;
-@group(0) @binding(6) var<storage, read_write> m1: array<f32>;
-@group(0) @binding(7) var<storage, read_write> m2: array<f32>;
+// Adam's first moments, then its second moments (2·n values; one binding, so that adam stays
+// within the 4 storage buffers a downlevel device binds per stage).
+@group(0) @binding(6) var<storage, read_write> moments: array<f32>;
+@group(0) @binding(8) var<storage, read_write> counter: array<u32>;
 
 const T: u32 = 16u;
 var<workgroup> at: array<array<f32, 16>, 16>;
@@ -127,8 +129,15 @@ fn relu_mask(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroup
     }
 }
 
-// One Adam step on parameters y with gradient a + λ·y (an L2 penalty λ/2‖y‖²), moments m1, m2.
-// dims: n, step (from 1), bits of the learning rate, bits of λ.
+// Advances the step counter that `adam` reads by dims.x (1: one invocation per training step,
+// so a recorded step replays without new uniforms).
+@compute @workgroup_size(1)
+fn tick() {
+    counter[0] = counter[0] + dims.x;
+}
+
+// One Adam step on parameters y with gradient a + λ·y (an L2 penalty λ/2‖y‖²), `moments`;
+// the step number (from 1) is counter[0]. dims: n, unused, bits of the learning rate, bits of λ.
 @compute @workgroup_size(256)
 fn adam(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.y * nw.x * 256u + g.x;
@@ -137,14 +146,15 @@ fn adam(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
     }
     let b1 = 0.9;
     let b2 = 0.999;
-    let t = f32(dims.y);
+    let t = f32(counter[0]);
     let lr = bitcast<f32>(dims.z);
     let lambda = bitcast<f32>(dims.w);
     let grad = a[i] + lambda * y[i];
-    let m = b1 * m1[i] + (1.0 - b1) * grad;
-    let v = b2 * m2[i] + (1.0 - b2) * grad * grad;
-    m1[i] = m;
-    m2[i] = v;
+    let n = dims.x;
+    let m = b1 * moments[i] + (1.0 - b1) * grad;
+    let v = b2 * moments[n + i] + (1.0 - b2) * grad * grad;
+    moments[i] = m;
+    moments[n + i] = v;
     let mh = m / (1.0 - pow(b1, t));
     let vh = v / (1.0 - pow(b2, t));
     y[i] = y[i] - lr * mh / (sqrt(vh) + 1e-8);
