@@ -233,3 +233,34 @@ fn inspect_describes_codes_and_bundles() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("cut.scdd") && err.contains("truncated"), "{err}");
 }
+
+#[test]
+fn recipient_bundle_command_writes_a_smaller_bundle_that_decodes_the_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gen, bundle) = write_bundle(dir.path(), 1);
+    let codes_path = dir.path().join("none.scdd");
+    distill_to_file(&args(&gen, codes_path.clone(), Method::None, 2, 0), &bundle).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let half = dir.path().join("half.scddg");
+    let o = common::scdd(&["recipient-bundle", &s(&gen), "-o", &s(&half), "--f16", "--check", &s(&codes_path), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["bytes_after"].as_u64().unwrap() * 2 < r["bytes_before"].as_u64().unwrap() + 4096, "{r}");
+    assert_eq!(r["f16_of"].as_str().unwrap(), bundle.generator_id());
+    let diff = r["max_abs_diff"].as_f64().unwrap();
+    assert!(diff > 0.0 && diff < 0.05, "f16 weights move decoded values a little: {diff}");
+    // The copy decodes the codes through the CLI as the original does.
+    let (a, b) = (dir.path().join("a.h5ad"), dir.path().join("b.h5ad"));
+    for (g, out) in [(&gen, &a), (&half, &b)] {
+        let o = common::scdd(&["decode", &s(&codes_path), "-g", &s(g), "-o", &s(out)]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (xa, xb) = (read_h5ad(&a, &ReadOptions::default()).unwrap().x.to_dense(), read_h5ad(&b, &ReadOptions::default()).unwrap().x.to_dense());
+    let worst = xa.iter().zip(xb.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!((worst as f64 - diff).abs() < 1e-6, "{worst} vs {diff}");
+    // Refusals before any work: over the input, a wrong extension.
+    let o = common::scdd(&["recipient-bundle", &s(&gen), "-o", &s(&gen)]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("would be overwritten"));
+    let o = common::scdd(&["recipient-bundle", &s(&gen), "-o", &s(&dir.path().join("x.h5ad"))]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(".scddg"), "{}", String::from_utf8_lossy(&o.stderr));
+}
