@@ -24,7 +24,7 @@ PKGS=(libhdf5-dev pkg-config mesa-vulkan-drivers libvulkan1)
 # The browser build and its tests: Debian's rustc-web with its std source (wasm32), Chromium
 # (headless, WebGPU on SwiftShader) and Node.js / npm (h5wasm, playwright-core; Debian's only
 # when the machine has no node and npm of its own).
-[ "$WASM" = 1 ] && PKGS+=(rustc-web cargo-web rust-web-src lld-22 chromium)
+[ "$WASM" = 1 ] && PKGS+=(rustc-web cargo-web rust-web-src lld-22 chromium chromium-driver)
 [ "$WASM" = 1 ] && ! { command -v node && command -v npm; } >/dev/null && PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
