@@ -187,7 +187,7 @@ pub struct Evaluation {
 /// (L-BFGS for the logistic regression, the core's MLP).
 pub async fn evaluate(gpu: Option<&Gpu>, cells: &[f32], labels: &[u32], classes: &[String], test: &TestCells, kind: EvaluatorKind, seed: u64) -> Result<Evaluation, String> {
     let (n, k) = (labels.len(), classes.len());
-    let d = if n == 0 { 0 } else { cells.len() / n };
+    let d = cells.len().checked_div(n).unwrap_or(0);
     if n == 0 || d == 0 || cells.len() != n * d || test.x.len() != test.n_cells() * d {
         return Err(format!("{} synthetic values for {n} cells; test cells of width {}", cells.len(), test.x.len() / test.n_cells().max(1)));
     }
