@@ -1,7 +1,9 @@
 //! `scdd bench`: benchmarks that print a table and write JSON — [`io`] (read + QC + normalise
 //! against anndata/scanpy), [`train`] (trainer throughput), [`distill`] (distillation steps/s),
 //! [`torch`] (the training and distillation loops against a compact PyTorch implementation),
-//! [`evaluate`] (the evaluator plugins: the celltypist plugin against CellTypist, fit times).
+//! [`evaluate`] (the evaluator plugins: the celltypist plugin against CellTypist, fit times),
+//! [`decode`] (decoding throughput: libtorch against the core's reference).
+pub mod decode;
 pub mod distill;
 pub mod evaluate;
 pub mod io;

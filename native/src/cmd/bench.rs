@@ -28,6 +28,28 @@ pub enum BenchCmd {
     /// The evaluator plugins: `celltypist` against the real CellTypist 1.7.1 on the same splits
     /// (accuracy, agreement, training time), and one fit of each plugin on 100 and 10 000 cells.
     Evaluate(EvaluateArgs),
+    /// Decoding throughput (cells/s): libtorch on the CPU against the core's reference, random
+    /// generators of the default sizes; writes the bundles and codes for scripts/browser-bench.sh.
+    Decode(DecodeArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DecodeArgs {
+    /// Gene counts of the generators.
+    #[arg(long, value_delimiter = ',', default_values_t = [2000usize, 14_000])]
+    pub genes: Vec<usize>,
+    /// Codes decoded at a time.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10_000])]
+    pub cells: Vec<usize>,
+    /// Classes of the generators.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub classes: u32,
+    /// Where the bundles and code files are written.
+    #[arg(long, default_value = "target/bench-decode")]
+    pub dir: PathBuf,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -58,6 +80,15 @@ pub fn run(args: Args) -> Result<()> {
         BenchCmd::Io(a) => bench::io::run(a.params())?,
         BenchCmd::Train(a) => bench::train::run(a.params())?,
         BenchCmd::Distill(a) => bench::distill::run(a.params())?,
+        BenchCmd::Decode(a) => {
+            if let Some(&g) = a.genes.iter().find(|&&g| !(1..=100_000).contains(&g)) {
+                anyhow::bail!("--genes {g}: must be between 1 and 100000");
+            }
+            if let Some(&n) = a.cells.iter().find(|&&n| !(1..=1_000_000).contains(&n)) {
+                anyhow::bail!("--cells {n}: must be between 1 and 1000000");
+            }
+            bench::decode::run(bench::decode::DecodeBenchParams { genes: a.genes, cells: a.cells, classes: a.classes as usize, dir: a.dir, json: a.json })?;
+        }
         BenchCmd::Torch(a) => bench::torch::run(a.params())?,
         BenchCmd::Evaluate(a) => bench::evaluate::run(bench::evaluate::EvalBenchParams {
             splits: a.splits,
