@@ -22,7 +22,7 @@ const failures = [];
 const results = { steps: [] };
 
 try {
-  await page.goto(url);
+  await page.goto(`${url}?backend=webgpu`);   // WebGPU even on SwiftShader: the kernels are what is tested
   await page.waitForFunction(() => window.scdd && window.scdd.ready, null, { timeout: 30_000 });
 
   // Sets a file on an input and waits until the page has finished with it; returns the error

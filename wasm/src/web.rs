@@ -21,6 +21,13 @@ use scdd_core::reference::CpuModel;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
+#[derive(Clone, Copy)]
+enum Where {
+    Auto,
+    Cpu,
+    WebGpu,
+}
+
 enum Backend {
     Gpu(GpuModel),
     Cpu(CpuModel),
@@ -104,15 +111,43 @@ fn labels_of(labels: Vec<String>) -> Vec<Option<String>> {
 
 #[wasm_bindgen]
 impl Decoder {
-    /// Reads and validates a generator bundle (`.scddg` bytes) and opens WebGPU for it; without
-    /// WebGPU, decoding runs on the core's CPU reference and `backend` says why.
+    /// Reads and validates a generator bundle (`.scddg` bytes) and opens WebGPU for it. Without
+    /// WebGPU, or when its adapter is a software emulation on the CPU (SwiftShader: decoding
+    /// measured 40× slower there than the CPU reference in wasm), decoding runs on the core's
+    /// CPU reference and `backend` says why.
     pub async fn open(bundle_bytes: Vec<u8>) -> Result<Decoder, JsError> {
+        Self::open_on(bundle_bytes, Where::Auto).await
+    }
+
+    /// As [`Decoder::open`], on the CPU reference even where WebGPU is available (the page's
+    /// `?backend=cpu`).
+    #[wasm_bindgen(js_name = openCpu)]
+    pub async fn open_cpu(bundle_bytes: Vec<u8>) -> Result<Decoder, JsError> {
+        Self::open_on(bundle_bytes, Where::Cpu).await
+    }
+
+    /// As [`Decoder::open`], on WebGPU whatever its adapter (the page's `?backend=webgpu`;
+    /// tests and benchmarks of the kernels); the CPU reference only without WebGPU.
+    #[wasm_bindgen(js_name = openWebGpu)]
+    pub async fn open_webgpu(bundle_bytes: Vec<u8>) -> Result<Decoder, JsError> {
+        Self::open_on(bundle_bytes, Where::WebGpu).await
+    }
+
+    async fn open_on(bundle_bytes: Vec<u8>, place: Where) -> Result<Decoder, JsError> {
         let bundle = GeneratorBundle::from_bytes(&bundle_bytes).map_err(|e| err("generator bundle", e))?;
         bundle.validate().map_err(|e| err("generator bundle", e))?;
         if bundle.spec.denoiser.is_none() {
             return Err(err("generator bundle", "has no denoiser (a foundation-only bundle): it cannot decode latent codes"));
         }
-        let (backend, description) = match Gpu::new().await {
+        let gpu = match place {
+            Where::Cpu => Err("asked for the CPU".to_string()),
+            Where::WebGpu => Gpu::new().await,
+            Where::Auto => match Gpu::new().await {
+                Ok(g) if g.cpu_adapter => Err(format!("the WebGPU adapter, {}, emulates a GPU on the CPU, which is slower than this", g.adapter)),
+                other => other,
+            },
+        };
+        let (backend, description) = match gpu {
             Ok(gpu) => {
                 let name = gpu.adapter.clone();
                 let model = GpuModel::new(gpu, &bundle).map_err(|e| err("generator bundle", e))?;

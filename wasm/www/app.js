@@ -1,12 +1,18 @@
 // The page's main thread: file pickers, status, drawing. All computation is in worker.js.
 // window.scdd mirrors the state for people poking at the console and for the browser tests.
 const $ = (id) => document.getElementById(id);
-const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+const worker = new Worker(new URL(`./worker.js${location.search}`, import.meta.url), { type: 'module' });
 const state = (window.scdd = { busy: 0, bundle: null, decoded: null, test: null, evaluation: null, errors: [], log: [] });
 let nextId = 1;
 const waiting = new Map();
 
 worker.onmessage = ({ data }) => {
+  if ('ready' in data) {
+    state.workerReady = data.ready;
+    state.loadMs = performance.now();
+    if (!data.ready) fail(new Error(`the page could not start: ${data.error}`));
+    return;
+  }
   const w = waiting.get(data.id);
   if (!w) return;
   if ('progress' in data) return status(data.progress, 'busy');
@@ -66,7 +72,7 @@ async function openBundle(file) {
     ['synthetic', 'test-section', 'evaluate'].forEach((s) => ($(s).hidden = true));
     $('codes').disabled = $('test').disabled = false;
     $('label').placeholder = b.label;
-    const fallback = b.backend.startsWith('CPU') ? ' — WebGPU is not available here, so decoding runs on the CPU reference (slower, same numbers)' : '';
+    const fallback = b.backend.startsWith('CPU') ? ' — the same numbers as on a GPU, computed in WebAssembly' : '';
     $('bundle-info').textContent = `${file.name}: generator ${b.id.slice(0, 12)}, ${b.genes} genes, ${b.classes.length} classes (${b.classes.join(', ')}); label column "${b.label}". Decoding on ${b.backend}${fallback}.`;
     return `Generator bundle open (${b.ms} ms). Now pick a latent-code file.`;
   });

@@ -11,6 +11,10 @@ let decoder = null;   // the opened generator bundle
 let decoded = null;   // { cells: Decoded, name }
 let test = null;      // { set: TestSet, name, report }
 const ready = Promise.all([init(), h5wasm.ready]);
+ready.then(() => postMessage({ ready: true }), (e) => postMessage({ ready: false, error: String((e && e.message) || e) }));
+// ?backend=cpu on the page's address decodes on the CPU reference even where WebGPU exists;
+// ?backend=webgpu on WebGPU even where its adapter is a software emulation (tests, benchmarks).
+const place = new URL(self.location.href).searchParams.get('backend');
 
 const progress = (id, text) => postMessage({ id, progress: text });
 const ms = (t0) => Math.round(performance.now() - t0);
@@ -30,7 +34,7 @@ const ops = {
   async bundle({ bytes, name }, say) {
     say(`reading ${name} (${(bytes.byteLength / 1e6).toFixed(1)} MB)…`);
     const t0 = performance.now();
-    const next = await Decoder.open(new Uint8Array(bytes)).catch((e) => { throw new Error(`${name}: ${e.message || e}`); });
+    const next = await (place === 'cpu' ? Decoder.openCpu : place === 'webgpu' ? Decoder.openWebGpu : Decoder.open)(new Uint8Array(bytes)).catch((e) => { throw new Error(`${name}: ${e.message || e}`); });
     if (decoder) decoder.free();
     decoder = next;
     decoded = null;
