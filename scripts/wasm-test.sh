@@ -9,7 +9,7 @@ dpkg -s chromium-driver >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" = 0 ] || sudo
 export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-22
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$HOME/.cargo/bin/wasm-bindgen-test-runner"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR_WASM:-target/wasm}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR_WASM:-$PWD/target/wasm}   # absolute: the tests run from wasm/
 export CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600
 unset RUSTFLAGS
 cd wasm   # webdriver.json is read from the current directory
