@@ -126,7 +126,7 @@ fn a_recipient_scores_codes_with_gene_space_evaluators() {
     std::fs::write(&recipient, bundle.without_encoder().to_bytes()).unwrap();
     let plan = |evaluators: Vec<EvaluatorKind>| EvalParams { repeats: 2, evaluators: evaluators.into_iter().map(Into::into).collect(), ..Default::default() }.check().unwrap();
     let data = Path::new(DATA);
-    let r = evaluate_files(&out, data, &Default::default(), &recipient, None, &plan(vec![EvaluatorKind::Lr, EvaluatorKind::Mlp])).unwrap();
+    let r = evaluate_files(&out, data, &Default::default(), Some(&recipient), None, &plan(vec![EvaluatorKind::Lr, EvaluatorKind::Mlp])).unwrap();
     assert_eq!(r.results.len(), 2);
     assert_eq!(r.get("lr").unwrap().repeats, 1, "logistic regression is convex: one fit");
     assert_eq!(r.get("mlp").unwrap().repeats, 2);
@@ -134,7 +134,7 @@ fn a_recipient_scores_codes_with_gene_space_evaluators() {
     assert_eq!(h.accuracy_mean, (r.results[0].accuracy_mean + r.results[1].accuracy_mean) / 2.0);
     assert_eq!(h.n_train, 2 * bundle.classes.len());
     // The paper's evaluator needs the encoder, which a recipient's bundle lacks.
-    let e = evaluate_files(&out, data, &Default::default(), &recipient, None, &plan(vec![EvaluatorKind::Default])).unwrap_err();
+    let e = evaluate_files(&out, data, &Default::default(), Some(&recipient), None, &plan(vec![EvaluatorKind::Default])).unwrap_err();
     assert!(matches!(e, scdd::Error::MissingEncoder { .. }), "{e}");
 }
 

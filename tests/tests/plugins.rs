@@ -268,3 +268,35 @@ fn a_python_file_with_fit_and_predict_is_an_evaluator() {
     assert_eq!(r["failures"][0]["evaluator"], "broken");
     assert!(r["failures"][0]["error"].as_str().unwrap().contains("RuntimeError: no model today"), "{}", r["failures"][0]);
 }
+
+#[test]
+fn cells_are_scored_without_a_bundle_by_gene_space_evaluators() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test, gen) = eval_fixture(dir.path(), 8);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |extra: &[&str], json: &Path| {
+        let mut a = vec!["evaluate".to_string(), s(&train), "--test".into(), s(&test), "--evaluators".into(), "lr,celltypist".into()];
+        a.extend(["--repeats", "1", "--label", "cell_type", "--json"].iter().map(|v| v.to_string()));
+        a.push(s(json));
+        a.extend(extra.iter().map(|v| v.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = common::scdd(&a);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+        r["results"].as_array().unwrap().iter().map(|e| (e["evaluator"].as_str().unwrap().to_string(), e["accuracy_mean"].as_f64().unwrap())).collect::<Vec<_>>()
+    };
+    // The bundle's genes are the file's here, so the scores are the same with and without it.
+    let without = run(&[], &dir.path().join("a.json"));
+    let with = run(&["-m", &s(&gen)], &dir.path().join("b.json"));
+    assert_eq!(without, with);
+    assert!(without.iter().all(|(_, a)| *a > 0.6), "{without:?}");
+    // What a bundle is needed for is named.
+    let codes = dir.path().join("c.scdd");
+    std::fs::write(&codes, b"not read").unwrap();
+    let out = common::scdd(&["evaluate", &s(&codes), "--test", &s(&test), "--evaluators", "lr"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give it with --model"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = common::scdd(&["evaluate", &s(&train), "--test", &s(&test), "--evaluators", "default,lr", "--label", "cell_type"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the default evaluator needs a generator bundle"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -16,9 +16,11 @@ pub struct Args {
     /// Real test cells (.h5ad, raw counts or log-normalised).
     #[arg(long)]
     pub test: PathBuf,
-    /// The generator bundle (decodes .scdd codes; the default evaluator needs its foundation encoder).
+    /// The generator bundle: decodes .scdd codes, and the default evaluator needs its foundation
+    /// encoder. Optional for cells (.h5ad) scored by gene-space evaluators only (lr, mlp,
+    /// plugins): the genes are then the training file's.
     #[arg(long, short = 'm')]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Label column (default: the code file's, or the generator's).
     #[arg(long)]
     pub label: Option<String>,
@@ -68,9 +70,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     .check()?;
     if let Some(p) = &a.json {
-        fs::check_output("--json", p, &["json"], &[&a.synthetic, &a.test, &a.model])?;
+        let mut inputs = vec![a.synthetic.as_path(), a.test.as_path()];
+        inputs.extend(a.model.as_deref());
+        fs::check_output("--json", p, &["json"], &inputs)?;
     }
-    let summary = evaluate_files(&a.synthetic, &a.test, &a.matrix.spec(), &a.model, a.label.as_deref(), &plan)?;
+    let summary = evaluate_files(&a.synthetic, &a.test, &a.matrix.spec(), a.model.as_deref(), a.label.as_deref(), &plan)?;
     println!("{}", render(&summary));
     if let Some(p) = &a.json {
         fs::write_json(p, &summary)?;

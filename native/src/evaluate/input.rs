@@ -86,47 +86,59 @@ pub fn read_eval(path: &Path) -> Result<EvalResults> {
 }
 
 /// `scdd evaluate` as a library call: the training set is a code file (decoded with `model`)
-/// or cells; the test set's cells are read with `test_matrix`.
+/// or cells; the test set's cells are read with `test_matrix`. Without a model the training set
+/// must be cells (`.h5ad`) and no evaluator may need the foundation encoder: the genes are the
+/// training set's, log1p(1e4)-normalised as the native side does, the classes its labels'.
 pub fn evaluate_files(
     synthetic: &Path,
     test: &Path,
     test_matrix: &MatrixSpec,
-    model_path: &Path,
+    model_path: Option<&Path>,
     label: Option<&str>,
     plan: &Checked<EvalParams>,
 ) -> Result<EvalResults> {
     test_matrix.check()?;
-    let bundle = load_bundle(model_path)?;
-    if plan.needs_encoder() && bundle.spec.encoder.is_none() {
-        return Err(crate::Error::MissingEncoder { path: model_path.to_path_buf(), needed: "evaluate".into() });
-    }
-    let model = CpuModel::from_bundle(&bundle)?;
     let is_codes = synthetic.extension().is_some_and(|e| e == "scdd");
+    let bundle = match model_path {
+        Some(p) => Some(load_bundle(p)?),
+        None if is_codes => bail!("{}: a code file is decoded with its generator bundle; give it with --model", synthetic.display()),
+        None if plan.needs_encoder() => bail!("the default evaluator needs a generator bundle's encoder; give --model or choose gene-space evaluators (--evaluators lr,mlp,…)"),
+        None => None,
+    };
+    if let (Some(b), Some(p)) = (&bundle, model_path) {
+        if plan.needs_encoder() && b.spec.encoder.is_none() {
+            return Err(crate::Error::MissingEncoder { path: p.to_path_buf(), needed: "evaluate".into() });
+        }
+    }
+    let model = bundle.as_ref().map(CpuModel::from_bundle).transpose()?;
     let field = format!("{}:X", synthetic.display());
-    let (train_in, label) = if is_codes {
-        let codes = load_codes(synthetic)?;
-        let label = label.map(str::to_string).unwrap_or_else(|| codes.label_column.clone());
-        let ds = crate::synthetic::decode(&codes, &bundle, synthetic)?;
-        (prep::to_model_input_declared(ds, &bundle.genes, &bundle.spec.space, &field, true)?, label)
-    } else {
-        let label = label
-            .map(str::to_string)
-            .or_else(|| (!bundle.label_column.is_empty()).then(|| bundle.label_column.clone()))
-            .context("--label is needed: the model bundle names no label column")?;
-        (prep::load_model_input(synthetic, &ReadOptions::default(), &bundle.genes, &bundle.spec.space)?, label)
+    let (genes, space, bundle_label, bundle_classes) = match &bundle {
+        Some(b) => (b.genes.clone(), b.spec.space.clone(), b.label_column.clone(), b.classes.clone()),
+        None => (h5ad::H5adReader::open(synthetic, &ReadOptions::default())?.read_genes()?, Default::default(), String::new(), Vec::new()),
+    };
+    let (train_in, label) = match &bundle {
+        Some(b) if is_codes => {
+            let codes = load_codes(synthetic)?;
+            let label = label.map(str::to_string).unwrap_or_else(|| codes.label_column.clone());
+            let ds = crate::synthetic::decode(&codes, b, synthetic)?;
+            (prep::to_model_input_declared(ds, &genes, &space, &field, true)?, label)
+        }
+        _ => {
+            let label = label
+                .map(str::to_string)
+                .or_else(|| (!bundle_label.is_empty()).then(|| bundle_label.clone()))
+                .with_context(|| format!("--label is needed: {}", if bundle.is_some() { "the model bundle names no label column" } else { "no model bundle names one" }))?;
+            (prep::load_model_input(synthetic, &ReadOptions::default(), &genes, &space)?, label)
+        }
     };
     // Class space: the generator's classes, else the training set's.
-    let classes = if bundle.classes.is_empty() {
-        train_in.data.obs.labels(&label).with_context(|| synthetic.display().to_string())?.classes
-    } else {
-        bundle.classes.clone()
-    };
+    let classes = if bundle_classes.is_empty() { train_in.data.obs.labels(&label).with_context(|| synthetic.display().to_string())?.classes } else { bundle_classes };
     let train_ids = prep::labels_for_classes(&train_in.data, &label, &classes, &field)?;
     let keep: Vec<usize> = (0..train_ids.len()).filter(|&i| train_ids[i].is_some()).collect();
     let train_labels: Vec<u32> = keep.iter().map(|&i| train_ids[i].unwrap()).collect();
     let train_x = train_in.data.x.dense_rows(&keep);
 
-    let test_in = prep::load_model_input(test, &test_matrix.read_options(), &bundle.genes, &bundle.spec.space)?;
+    let test_in = prep::load_model_input(test, &test_matrix.read_options(), &genes, &space)?;
     eprintln!("test set {}: {}", test.display(), prep::describe(&test_in));
     let field = test.display().to_string();
     let test_ids = prep::labels_for_classes(&test_in.data, &label, &classes, &field)?;
@@ -139,6 +151,6 @@ pub fn evaluate_files(
         bail!("{field}: no test cell has one of the training classes");
     }
     let test_labels: Vec<u32> = test_rows.iter().map(|&i| test_ids[i].unwrap()).collect();
-    let test_set = TestSet::new(&model, test_in.data.x.dense_rows(&test_rows), test_labels)?;
-    evaluate(&model, train_x.view(), &train_labels, &classes, &bundle.genes, &test_set, plan)
+    let test_set = TestSet::new(model.as_ref(), test_in.data.x.dense_rows(&test_rows), test_labels)?;
+    evaluate(model.as_ref(), train_x.view(), &train_labels, &classes, &genes, &test_set, plan)
 }

@@ -187,12 +187,12 @@ pub struct TestSet {
 }
 
 impl TestSet {
-    /// Both views of the log-normalised test cells `x` (features only when the model has an
-    /// encoder).
-    pub fn new(model: &CpuModel, x: Array2<f32>, labels: Vec<u32>) -> Result<Self> {
-        let features = match model.spec.encoder {
-            Some(_) => Some(FoundationLinearProbe::new(model, SgdParams::default())?.features(x.view())?),
-            None => None,
+    /// Both views of the log-normalised test cells `x` (features only when there is a model
+    /// with an encoder).
+    pub fn new(model: Option<&CpuModel>, x: Array2<f32>, labels: Vec<u32>) -> Result<Self> {
+        let features = match model {
+            Some(m) if m.spec.encoder.is_some() => Some(FoundationLinearProbe::new(m, SgdParams::default())?.features(x.view())?),
+            _ => None,
         };
         Ok(TestSet { features, genes: Some(x), labels })
     }
@@ -324,10 +324,11 @@ fn summarise(evaluator: &str, n_train: usize, test: &[u32], preds: &[Vec<u32>], 
 
 /// Trains each evaluator of `plan` `plan.repeats` times (seeds `seed..seed+repeats`) on
 /// `x`/`labels` (log-normalised genes in the bundle's order, `genes`) and scores each on `test`.
-/// A plugin that fails is recorded in `failures` and the others carry on; a built-in evaluator
-/// that fails is an error.
+/// `model` is the generator bundle's (the default evaluator needs its encoder); without one the
+/// cells are log1p-normalised genes. A plugin that fails is recorded in `failures` and the
+/// others carry on; a built-in evaluator that fails is an error.
 pub fn evaluate(
-    model: &CpuModel,
+    model: Option<&CpuModel>,
     x: ArrayView2<f32>,
     labels: &[u32],
     classes: &[String],
@@ -349,7 +350,7 @@ pub fn evaluate(
             EvaluatorSpec::BuiltIn(k) => *k,
             EvaluatorSpec::Plugin(p) => {
                 let settings = (plan.seed, plan.plugin_repeats.unwrap_or(plan.repeats), Duration::from_secs(plan.plugin_time_limit_s));
-                match host::run_plugin(p, x, labels, classes, genes, test, model.spec.space.log1p, settings) {
+                match host::run_plugin(p, x, labels, classes, genes, test, model.is_none_or(|m| m.spec.space.log1p), settings) {
                     Ok(preds) => results.push(summarise(&p.name, x.nrows(), &test.labels, &preds, classes, per_fit(preds.len()))),
                     Err(error) => {
                         eprintln!("evaluator {} ({}) failed: {error}", p.name, p.path.display());
@@ -361,7 +362,7 @@ pub fn evaluate(
         };
         match kind {
             EvaluatorKind::Default => {
-                let Some(test_features) = &test.features else { bail!("the default evaluator needs the foundation encoder") };
+                let (Some(test_features), Some(model)) = (&test.features, model) else { bail!("the default evaluator needs the foundation encoder") };
                 let mut probe = FoundationLinearProbe::new(model, plan.sgd())?;
                 let features = probe.features(x)?;
                 for r in 0..plan.repeats {

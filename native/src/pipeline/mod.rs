@@ -233,7 +233,7 @@ fn run_dataset(cfg: &Config, entry: &DatasetEntry, store: &mut StageStore) -> Re
             lazy.load_test()?;
             let (bundle, model, test) = (lazy.bundle.as_ref().unwrap(), lazy.cpu.as_ref().unwrap(), lazy.test.as_ref().unwrap());
             let (x, labels) = if synthetic { synthetic_matrix(cells, bundle, &entry.label)? } else { model_matrix(cells, bundle, &entry.label)? };
-            let r = evaluate(model, x.view(), &labels, &bundle.classes, &bundle.genes, test, &plan)?;
+            let r = evaluate(Some(model), x.view(), &labels, &bundle.classes, &bundle.genes, test, &plan)?;
             let scores: Vec<String> = r
                 .results
                 .iter()

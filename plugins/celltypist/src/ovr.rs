@@ -113,14 +113,15 @@ impl Design {
     /// Cell ranges for `threads` workers (one range when the matrix is too small to share).
     fn chunks(&self, threads: usize) -> Vec<std::ops::Range<usize>> {
         let n = self.n();
-        // Measured on the five datasets of ../shared/data (2 cores): sharing pays for the dense
-        // form (pancreas 0.40 → 0.26 s a fit) and costs for the sparse one (human_kidney
-        // 0.36 → 0.54 s), which is memory-bound already.
-        let work = match self {
-            Design::Dense(z) => z.len(),
-            Design::Sparse { .. } => 0,
+        // Sharing a pass costs two thread starts; measured on 2 cores, it pays from about a
+        // million dense values (pancreas' 3.9 M: 0.40 → 0.26 s a fit; not pbmc68k_reduced's
+        // 0.37 M: 17 → 21 ms) and a quarter of a million sparse ones (onek1k's 0.63 M: 84 →
+        // 68 ms of solver, the machine idle).
+        let shared = match self {
+            Design::Dense(z) => z.len() >= 1 << 20,
+            Design::Sparse { values, .. } => values.len() >= 1 << 18,
         };
-        let t = if work < 1 << 20 { 1 } else { threads.clamp(1, n.max(1)) };
+        let t = if shared { threads.clamp(1, n.max(1)) } else { 1 };
         let step = n.div_ceil(t).max(1);
         (0..n).step_by(step).map(|s| s..(s + step).min(n)).collect()
     }

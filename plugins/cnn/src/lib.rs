@@ -2,15 +2,23 @@
 //! CNN classifies them.
 //!
 //! The layout is fit on the training cells and kept with the model:
-//! 1. genes are points whose coordinates are their values across (up to `layout_cells`) training
-//!    cells; the two leading principal axes of that gene × cell matrix place them in 2-D
-//!    (DeepInsight's PCA option; block power iteration);
-//! 2. the plane is rotated so that the minimum-area rectangle around the convex hull of the
+//! 1. the `max_genes` genes (default `pixels²`) of largest variance over (up to `layout_cells`)
+//!    training cells are placed, the rest left out;
+//! 2. genes are points whose coordinates are their values across those cells; the two leading
+//!    principal axes of that gene × cell matrix place them in 2-D (DeepInsight's PCA option;
+//!    block power iteration);
+//! 3. the plane is rotated so that the minimum-area rectangle around the convex hull of the
 //!    points is axis-aligned, its long side horizontal (rotating calipers over the hull's edges);
-//! 3. the rectangle is divided into `pixels × pixels` bins; each gene falls in one, and genes
-//!    sharing a pixel are averaged (DeepInsight's linear binning; `spread: "rank"` bins each axis
-//!    by rank instead, spreading the genes a PCA layout piles near the origin);
-//! 4. each image is min-max scaled to [0, 1] (per cell).
+//! 4. the rectangle is divided into `pixels × pixels` bins, each axis by rank (`spread: "rank"`,
+//!    the default: genes spread evenly, where a PCA layout piles most of them near the origin)
+//!    or by position (`"linear"`, DeepInsight's binning); genes sharing a pixel are averaged;
+//! 5. each image is min-max scaled to [0, 1] (per cell).
+//!
+//! Why rank binning of at most `pixels²` genes (plugins/README.md has the table): with linear
+//! binning most genes share a few central pixels, which cost 7–8 points on human_kidney and
+//! pbmc68k_reduced; rank binning of all genes spreads them evenly but, on pbmc3k (13 656 genes
+//! in 1 600 pixels), averages markers with noise (73 %); capping the genes at the pixel count
+//! keeps about one gene per pixel.
 //!
 //! The CNN: two 3×3 convolutions (16, 32 channels) each with batch norm, ReLU and 2×2 max
 //! pooling, then the flattened maps through dropout, a 128-unit ReLU layer and a linear layer to
@@ -37,6 +45,10 @@ pub struct Config {
     /// How the rotated coordinates become pixels: `linear` (DeepInsight's: positions scaled as
     /// they are) or `rank` (each axis by rank, so genes spread evenly over the image).
     pub spread: Spread,
+    /// The most genes placed: those with the largest variance over the layout cells; the rest
+    /// are left out of the images. Absent: `pixels²`, so that with rank binning no two genes
+    /// need share a pixel.
+    pub max_genes: Option<usize>,
     pub epochs: usize,
     pub min_steps: usize,
     pub batch_size: usize,
@@ -61,7 +73,8 @@ impl Default for Config {
         Config {
             pixels: 40,
             layout_cells: 2000,
-            spread: Spread::Linear,
+            spread: Spread::Rank,
+            max_genes: None,
             epochs: 30,
             min_steps: 300,
             batch_size: 64,
@@ -86,6 +99,9 @@ impl Config {
         if !(0.0..1.0).contains(&c.dropout) {
             return Err(format!("config dropout = {}: must be in [0, 1)", c.dropout));
         }
+        if let Some(m) = c.max_genes.filter(|m| !(2..=10_000_000).contains(m)) {
+            return Err(format!("config max_genes = {m}: must be between 2 and 10000000"));
+        }
         c.settings().check()?;
         scdd_plugin_nn::check_runtime(&c.device, c.threads)?;
         Ok(c)
@@ -96,7 +112,8 @@ impl Config {
     }
 }
 
-/// Where each gene lands: a pixel index, and how many genes share each pixel.
+/// Where each gene lands: a pixel index (`pixels²`: left out), and how many genes share each
+/// pixel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layout {
     pub pixels: usize,
@@ -181,8 +198,9 @@ fn gene_pca(m: &Tensor, seed: u64) -> Vec<(f64, f64)> {
 }
 
 impl Layout {
-    /// Fits the layout on the training cells `x` (cells × genes).
-    pub fn fit(x: &Tensor, pixels: usize, max_cells: usize, spread: Spread, seed: u64) -> Layout {
+    /// Fits the layout on the training cells `x` (cells × genes): the `max_genes` genes of largest
+    /// variance over (up to `max_cells` of) them are placed.
+    pub fn fit(x: &Tensor, pixels: usize, max_cells: usize, max_genes: usize, spread: Spread, seed: u64) -> Layout {
         let n = x.size()[0] as usize;
         let rows: Tensor = if n > max_cells {
             let mut idx: Vec<i64> = (0..n as i64).collect();
@@ -193,6 +211,18 @@ impl Layout {
         } else {
             x.shallow_clone()
         };
+        let g = x.size()[1] as usize;
+        let placed: Vec<i64> = if g > max_genes {
+            let var: Vec<f64> = Vec::<f64>::try_from(rows.to_kind(Kind::Double).var_dim(&[0i64][..], false, false).to_device(Device::Cpu)).unwrap_or_default();
+            let mut order: Vec<usize> = (0..g).collect();
+            order.sort_by(|&a, &b| var[b].total_cmp(&var[a]).then(a.cmp(&b)));
+            let mut keep: Vec<i64> = order[..max_genes].iter().map(|&j| j as i64).collect();
+            keep.sort_unstable();
+            keep
+        } else {
+            (0..g as i64).collect()
+        };
+        let rows = if placed.len() < g { rows.index_select(1, &Tensor::from_slice(&placed).to_device(x.device())) } else { rows };
         let pts = gene_pca(&rows, seed);
         let theta = min_area_rotation(&convex_hull(&pts));
         let (s, c) = theta.sin_cos();
@@ -222,9 +252,12 @@ impl Layout {
                 0
             }
         };
-        let pixel_of_gene: Vec<i64> = rot.iter().map(|&(x, y)| bin(y, y0, y1) * pixels as i64 + bin(x, x0, x1)).collect();
+        let mut pixel_of_gene = vec![(pixels * pixels) as i64; g];
+        for (&j, &(x, y)) in placed.iter().zip(&rot) {
+            pixel_of_gene[j as usize] = bin(y, y0, y1) * pixels as i64 + bin(x, x0, x1);
+        }
         let mut genes_per_pixel = vec![0f32; pixels * pixels];
-        for &p in &pixel_of_gene {
+        for &p in pixel_of_gene.iter().filter(|&&p| p < (pixels * pixels) as i64) {
             genes_per_pixel[p as usize] += 1.0;
         }
         Layout { pixels, pixel_of_gene, genes_per_pixel }
@@ -238,7 +271,8 @@ impl Layout {
         let p = (self.pixels * self.pixels) as i64;
         let dev = x.device();
         let idx = Tensor::from_slice(&self.pixel_of_gene).to_device(dev);
-        let sums = Tensor::zeros([n, p], (Kind::Float, dev)).index_add(1, &idx, &x.to_kind(Kind::Float));
+        // One column more for the genes left out.
+        let sums = Tensor::zeros([n, p + 1], (Kind::Float, dev)).index_add(1, &idx, &x.to_kind(Kind::Float)).narrow(1, 0, p);
         let counts = Tensor::from_slice(&self.genes_per_pixel).to_device(dev).clamp_min(1.0);
         let img = sums / counts;
         let lo = img.amin(&[1i64][..], true);
@@ -306,7 +340,8 @@ impl Evaluator for Cnn {
         scdd_plugin_nn::set_threads(self.config.threads);
         tch::manual_seed(self.seed as i64);
         let x = cells(&data.x, self.device);
-        let layout = Layout::fit(&x, self.config.pixels, self.config.layout_cells, self.config.spread, self.seed);
+        let max_genes = self.config.max_genes.unwrap_or(self.config.pixels * self.config.pixels);
+        let layout = Layout::fit(&x, self.config.pixels, self.config.layout_cells, max_genes, self.config.spread, self.seed);
         let images = layout.images(&x);
         let y = Tensor::from_slice(&data.labels.iter().map(|&v| v as i64).collect::<Vec<_>>()).to_device(self.device);
         let vs = nn::VarStore::new(self.device);
@@ -360,6 +395,27 @@ mod tests {
         // Cell 0: pixel 0 = mean(1, 3) = 2, pixel 3 = 4, others 0 → scaled by 4.
         assert_eq!(&v[..4], &[0.5, 0.0, 0.0, 1.0]);
         assert_eq!(&v[4..], &[0.0; 4], "an empty cell stays empty");
+    }
+
+    #[test]
+    fn only_the_most_variable_genes_are_placed() {
+        // 6 genes, variances rising with the index; room for 4 (2 × 2 pixels).
+        let n = 8;
+        let x: Vec<f32> = (0..n).flat_map(|i| (0..6).map(move |j| if i % 2 == 0 { j as f32 } else { 0.0 })).collect();
+        let x = Tensor::from_slice(&x).view([n, 6]);
+        let layout = Layout::fit(&x, 2, 100, 4, Spread::Rank, 0);
+        let out = 4i64;
+        assert_eq!(&layout.pixel_of_gene[..2], &[out, out], "the two flattest genes are left out");
+        assert!(layout.pixel_of_gene[2..].iter().all(|&p| (0..out).contains(&p)), "{:?}", layout.pixel_of_gene);
+        assert_eq!(layout.genes_per_pixel.iter().sum::<f32>(), 4.0);
+        // A left-out gene moves no pixel.
+        let mut y: Vec<f32> = vec![0.0; 6];
+        y[0] = 100.0;
+        y[5] = 1.0;
+        let img: Vec<f32> = Vec::<f32>::try_from(layout.images(&Tensor::from_slice(&y).view([1, 6])).view(-1)).unwrap();
+        let p5 = layout.pixel_of_gene[5] as usize;
+        assert_eq!(img[p5], 1.0, "{img:?}");
+        assert!(Config::parse(r#"{"max_genes": 1}"#).unwrap_err().contains("max_genes = 1"));
     }
 
     #[test]
