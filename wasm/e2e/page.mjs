@@ -58,6 +58,9 @@ try {
   expectError('other_generator', await pick('#codes', 'other.scdd'), 'made for generator');
   expectOk('decode', await pick('#codes', 'codes.scdd'));
   results.decoded = await page.evaluate(() => { const d = window.scdd.decoded; return { n_cells: d.n_cells, n_genes: d.n_genes, ms: d.ms, cells_per_s: d.cells_per_s }; });
+  // The worker reported how far decoding got, up to all of it.
+  results.decode_progress = await page.evaluate(() => window.scdd.progress);
+  if (results.decode_progress !== 1) failures.push(`decode progress: the last fraction reported was ${results.decode_progress}, not 1`);
   await page.evaluate(() => { document.querySelector('details').open = true; });
   await page.fill('#label', 'no_such_column');
   expectError('missing_label', await pick('#test', 'split/test.h5ad'), 'obs has no column "no_such_column"');

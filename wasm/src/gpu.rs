@@ -27,6 +27,7 @@ pub struct Gpu {
     pub(crate) direct: bool,
     linear: wgpu::ComputePipeline,
     linear_direct: wgpu::ComputePipeline,
+    linear_direct4: wgpu::ComputePipeline,
     rows: wgpu::ComputePipeline,
     pub(crate) activate: wgpu::ComputePipeline,
     affine: wgpu::ComputePipeline,
@@ -122,6 +123,7 @@ impl Gpu {
             .map_err(|e| format!("GPU device refused: {e}"))?;
         let module = |name: &str, src: &str| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(src.into()) });
         let linear_m = module("linear.wgsl", include_str!("kernels/linear.wgsl"));
+        let linear4_m = module("linear4.wgsl", include_str!("kernels/linear4.wgsl"));
         let rows_m = module("rows.wgsl", include_str!("kernels/rows.wgsl"));
         let elem_m = module("elementwise.wgsl", include_str!("kernels/elementwise.wgsl"));
         let train_m = module("train.wgsl", include_str!("kernels/train.wgsl"));
@@ -142,6 +144,7 @@ impl Gpu {
             direct: info.device_type == wgpu::DeviceType::Cpu,
             linear: pipeline(&linear_m, "main"),
             linear_direct: pipeline(&linear_m, "direct"),
+            linear_direct4: pipeline(&linear4_m, "main"),
             rows: pipeline(&rows_m, "main"),
             activate: pipeline(&elem_m, "activate"),
             affine: pipeline(&elem_m, "affine"),
@@ -235,9 +238,9 @@ impl Gpu {
     /// Runs `p` `times` times over, in one compute pass (dispatches in a pass see each other's
     /// writes, in order), and submits it.
     pub(crate) fn run(&self, p: &Program, times: usize) {
-        let mut enc = self.device.create_command_encoder(&Default::default());
+        let mut encoder = self.device.create_command_encoder(&Default::default());
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
             for _ in 0..times {
                 for r in &p.steps {
                     pass.set_pipeline(&r.pipeline);
@@ -246,7 +249,7 @@ impl Gpu {
                 }
             }
         }
-        self.queue.submit([enc.finish()]);
+        self.queue.submit([encoder.finish()]);
     }
 
     /// A grid of `n` workgroups, two-dimensional past the 65 535 limit of one dimension.
@@ -257,24 +260,28 @@ impl Gpu {
     }
 
     /// `y = x·Wᵀ (+ b) (+ y)` for x rows × inner and W cols × inner.
-    pub(crate) fn linear(&self, enc: &mut Program, x: &DeviceArray, (w, b): (&DeviceArray, Option<&DeviceArray>), y: &DeviceArray, (rows, inner, cols): (usize, usize, usize), accumulate: bool) {
+    pub(crate) fn linear(&self, prog: &mut Program, x: &DeviceArray, (w, b): (&DeviceArray, Option<&DeviceArray>), y: &DeviceArray, (rows, inner, cols): (usize, usize, usize), accumulate: bool) {
         let flags = b.is_some() as u32 | (accumulate as u32) << 1;
         let b = b.unwrap_or(w); // unread when the flag is off
+        if self.direct && inner.is_multiple_of(4) {
+            self.dispatch(prog, &self.linear_direct4, [rows as u32, inner as u32, cols as u32, flags], &[(1, x), (2, w), (3, b), (4, y)], Self::grid((rows * cols.div_ceil(4)).div_ceil(64)));
+            return;
+        }
         if self.direct {
-            self.dispatch(enc, &self.linear_direct, [rows as u32, inner as u32, cols as u32, flags], &[(1, x), (2, w), (3, b), (4, y)], Self::grid((rows * cols).div_ceil(64)));
+            self.dispatch(prog, &self.linear_direct, [rows as u32, inner as u32, cols as u32, flags], &[(1, x), (2, w), (3, b), (4, y)], Self::grid((rows * cols).div_ceil(64)));
             return;
         }
         let groups = (cols.div_ceil(16) as u32, rows.div_ceil(16) as u32);
-        self.dispatch(enc, &self.linear, [rows as u32, inner as u32, cols as u32, flags], &[(1, x), (2, w), (3, b), (4, y)], groups);
+        self.dispatch(prog, &self.linear, [rows as u32, inner as u32, cols as u32, flags], &[(1, x), (2, w), (3, b), (4, y)], groups);
     }
 
-    fn row_op(&self, enc: &mut Program, x: &DeviceArray, (gamma, beta): (&DeviceArray, &DeviceArray), (rows, dim): (usize, usize), eps: f32, op: RowOp) {
+    fn row_op(&self, prog: &mut Program, x: &DeviceArray, (gamma, beta): (&DeviceArray, &DeviceArray), (rows, dim): (usize, usize), eps: f32, op: RowOp) {
         let dims = [rows as u32, dim as u32, eps.to_bits(), op as u32];
-        self.dispatch(enc, &self.rows, dims, &[(1, x), (2, gamma), (3, beta)], Self::grid(rows));
+        self.dispatch(prog, &self.rows, dims, &[(1, x), (2, gamma), (3, beta)], Self::grid(rows));
     }
 
-    pub(crate) fn elementwise(&self, enc: &mut Program, pipeline: &wgpu::ComputePipeline, code: u32, arrays: &[(u32, &DeviceArray)], (rows, cols): (usize, usize)) {
-        self.dispatch(enc, pipeline, [rows as u32, cols as u32, code, 0], arrays, Self::grid((rows * cols).div_ceil(256)));
+    pub(crate) fn elementwise(&self, prog: &mut Program, pipeline: &wgpu::ComputePipeline, code: u32, arrays: &[(u32, &DeviceArray)], (rows, cols): (usize, usize)) {
+        self.dispatch(prog, pipeline, [rows as u32, cols as u32, code, 0], arrays, Self::grid((rows * cols).div_ceil(256)));
     }
 
     /// Copies a device array back (awaits the GPU).
@@ -286,9 +293,9 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&a.buffer, 0, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
+        let mut prog = self.device.create_command_encoder(&Default::default());
+        prog.copy_buffer_to_buffer(&a.buffer, 0, &staging, 0, size);
+        self.queue.submit([prog.finish()]);
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -361,12 +368,12 @@ impl GpuModel {
         &self.params[name]
     }
 
-    fn linear(&self, enc: &mut Program, x: &DeviceArray, l: &LinearNames, rows: usize, y: &DeviceArray, accumulate: bool) {
-        self.gpu.linear(enc, x, (self.p(&l.weight), Some(self.p(&l.bias))), y, (rows, l.in_dim, l.out_dim), accumulate);
+    fn linear(&self, prog: &mut Program, x: &DeviceArray, l: &LinearNames, rows: usize, y: &DeviceArray, accumulate: bool) {
+        self.gpu.linear(prog, x, (self.p(&l.weight), Some(self.p(&l.bias))), y, (rows, l.in_dim, l.out_dim), accumulate);
     }
 
     /// Runs `stack` on `x` (rows × its input width) in place where it can; returns the output.
-    fn run_stack(&self, enc: &mut Program, stack: &Stack, x: DeviceArray, rows: usize) -> Result<DeviceArray, String> {
+    fn run_stack(&self, prog: &mut Program, stack: &Stack, x: DeviceArray, rows: usize) -> Result<DeviceArray, String> {
         let g = &self.gpu;
         let mut x = x;
         let mut width = stack.in_dim().unwrap_or(0);
@@ -376,26 +383,26 @@ impl GpuModel {
                 Layer::Linear { in_dim, out_dim, bias } => {
                     let y = g.zeros(&name("out"), rows * out_dim)?;
                     let b = bias.then(|| self.p(&name("bias")));
-                    g.linear(enc, &x, (self.p(&name("weight")), b), &y, (rows, in_dim, out_dim), false);
+                    g.linear(prog, &x, (self.p(&name("weight")), b), &y, (rows, in_dim, out_dim), false);
                     (x, width) = (y, out_dim);
                 }
                 Layer::BatchNorm1d { .. } => {
-                    g.elementwise(enc, &g.affine, 0, &[(1, &x), (2, self.p(&name("scale"))), (3, self.p(&name("shift")))], (rows, width));
+                    g.elementwise(prog, &g.affine, 0, &[(1, &x), (2, self.p(&name("scale"))), (3, self.p(&name("shift")))], (rows, width));
                 }
-                Layer::LayerNorm { eps, .. } => g.row_op(enc, &x, (self.p(&name("weight")), self.p(&name("bias"))), (rows, width), eps, RowOp::LayerNorm),
+                Layer::LayerNorm { eps, .. } => g.row_op(prog, &x, (self.p(&name("weight")), self.p(&name("bias"))), (rows, width), eps, RowOp::LayerNorm),
                 Layer::PRelu { num_parameters } => {
-                    g.elementwise(enc, &g.prelu, (num_parameters > 1) as u32, &[(1, &x), (2, self.p(&name("weight")))], (rows, width));
+                    g.elementwise(prog, &g.prelu, (num_parameters > 1) as u32, &[(1, &x), (2, self.p(&name("weight")))], (rows, width));
                 }
-                Layer::Act(a) => g.elementwise(enc, &g.activate, activation_code(a), &[(1, &x)], (rows, width)),
+                Layer::Act(a) => g.elementwise(prog, &g.activate, activation_code(a), &[(1, &x)], (rows, width)),
                 Layer::Dropout { .. } => {}
-                Layer::L2Normalize { eps } => g.row_op(enc, &x, (&self.unused, &self.unused), (rows, width), eps, RowOp::L2Normalize),
+                Layer::L2Normalize { eps } => g.row_op(prog, &x, (&self.unused, &self.unused), (rows, width), eps, RowOp::L2Normalize),
             }
         }
         Ok(x)
     }
 
     /// The denoiser's `z_0` estimate for `z` (rows × latent) at timestep `t`, classes per row.
-    fn denoise(&self, enc: &mut Program, z: DeviceArray, rows: usize, t: u32, classes: &DeviceArray) -> Result<DeviceArray, String> {
+    fn denoise(&self, prog: &mut Program, z: DeviceArray, rows: usize, t: u32, classes: &DeviceArray) -> Result<DeviceArray, String> {
         let g = &self.gpu;
         let d = self.spec.denoiser.as_ref().ok_or("this bundle has no denoiser")?;
         let n = d.names();
@@ -404,36 +411,36 @@ impl GpuModel {
         let sinusoid = scdd_core::reference::sinusoidal(&[t as f32], e);
         let temb = g.upload("sinusoid", sinusoid.as_slice().expect("standard layout"))?;
         let h = g.zeros("time.0", e)?;
-        self.linear(enc, &temb, &n.time[0], 1, &h, false);
-        g.elementwise(enc, &g.activate, activation_code(Activation::Silu), &[(1, &h)], (1, e));
+        self.linear(prog, &temb, &n.time[0], 1, &h, false);
+        g.elementwise(prog, &g.activate, activation_code(Activation::Silu), &[(1, &h)], (1, e));
         let time = g.zeros("time.2", e)?;
-        self.linear(enc, &h, &n.time[1], 1, &time, false);
+        self.linear(prog, &h, &n.time[1], 1, &time, false);
         // SiLU(time + class_table[c]) per row.
         let cond = g.zeros("condition", rows * e)?;
-        g.elementwise(enc, &g.condition, 0, &[(1, &cond), (2, &time), (3, self.p(&n.class_table)), (4, classes)], (rows, e));
-        let block = |enc: &mut Program, b: &BlockNames, h: &DeviceArray| -> Result<DeviceArray, String> {
+        g.elementwise(prog, &g.condition, 0, &[(1, &cond), (2, &time), (3, self.p(&n.class_table)), (4, classes)], (rows, e));
+        let block = |prog: &mut Program, b: &BlockNames, h: &DeviceArray| -> Result<DeviceArray, String> {
             let y = g.zeros(&b.linear.weight, rows * b.linear.out_dim)?;
-            self.linear(enc, h, &b.linear, rows, &y, false);
-            self.linear(enc, &cond, &b.emb, rows, &y, true);
-            g.row_op(enc, &y, (self.p(&b.norm.weight), self.p(&b.norm.bias)), (rows, b.norm.dim), d.norm_eps, RowOp::LayerNormSilu);
+            self.linear(prog, h, &b.linear, rows, &y, false);
+            self.linear(prog, &cond, &b.emb, rows, &y, true);
+            g.row_op(prog, &y, (self.p(&b.norm.weight), self.p(&b.norm.bias)), (rows, b.norm.dim), d.norm_eps, RowOp::LayerNormSilu);
             Ok(y)
         };
         // Block outputs are never written after they are made, so each down block's output
         // serves as the next block's input and as its skip connection.
         let mut skips: Vec<DeviceArray> = Vec::with_capacity(n.down.len());
         for b in &n.down {
-            let y = block(enc, b, skips.last().unwrap_or(&z))?;
+            let y = block(prog, b, skips.last().unwrap_or(&z))?;
             skips.push(y);
         }
         let mut up: Option<DeviceArray> = None;
         for j in (0..n.up.len()).rev() {
-            let y = block(enc, &n.up[j], up.as_ref().or(skips.last()).unwrap_or(&z))?;
-            g.elementwise(enc, &g.add, 0, &[(1, &y), (2, &skips[j])], (rows, n.up[j].norm.dim));
+            let y = block(prog, &n.up[j], up.as_ref().or(skips.last()).unwrap_or(&z))?;
+            g.elementwise(prog, &g.add, 0, &[(1, &y), (2, &skips[j])], (rows, n.up[j].norm.dim));
             up = Some(y);
         }
         let h = up.as_ref().or(skips.last()).unwrap_or(&z);
         let out = g.zeros("denoiser.out", rows * d.latent_dim)?;
-        self.linear(enc, h, &n.out, rows, &out, false);
+        self.linear(prog, h, &n.out, rows, &out, false);
         Ok(out)
     }
 
@@ -454,12 +461,12 @@ impl GpuModel {
         let mut out = Vec::with_capacity(n * genes);
         for start in (0..n).step_by(batch) {
             let rows = batch.min(n - start);
-            let mut enc = Program::default();
+            let mut prog = Program::default();
             let zb = self.gpu.upload("codes", &z[start * latent..(start + rows) * latent])?;
             let cb = self.gpu.upload_u32("classes", &classes[start..start + rows]);
-            let z0 = self.denoise(&mut enc, zb, rows, t, &cb)?;
-            let x = self.run_stack(&mut enc, &self.spec.decoder, z0, rows)?;
-            self.gpu.run(&enc, 1);
+            let z0 = self.denoise(&mut prog, zb, rows, t, &cb)?;
+            let x = self.run_stack(&mut prog, &self.spec.decoder, z0, rows)?;
+            self.gpu.run(&prog, 1);
             out.extend(self.gpu.read(&x).await?);
         }
         Ok(out)

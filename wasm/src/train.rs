@@ -101,9 +101,9 @@ impl Param {
     }
 
     /// Records an Adam step; its number is `step[0]` (advanced by the `tick` kernel).
-    fn adam(&self, gpu: &Gpu, enc: &mut Program, step: &DeviceArray, lr: f32) {
+    fn adam(&self, gpu: &Gpu, prog: &mut Program, step: &DeviceArray, lr: f32) {
         let n = self.value.len();
-        gpu.dispatch(enc, &gpu.train.adam, [n as u32, 0, lr.to_bits(), self.l2.to_bits()], &[(1, &self.grad), (4, &self.value), (6, &self.moments), (8, step)], Gpu::grid(n.div_ceil(256)));
+        gpu.dispatch(prog, &gpu.train.adam, [n as u32, 0, lr.to_bits(), self.l2.to_bits()], &[(1, &self.grad), (4, &self.value), (6, &self.moments), (8, step)], Gpu::grid(n.div_ceil(256)));
     }
 }
 
@@ -190,18 +190,18 @@ impl GpuClassifier {
 
     /// Records the forward pass into `logits`; returns the output layer's input (the scaled
     /// cells, or the hidden activations in `hid`).
-    fn forward<'a>(&self, gpu: &Gpu, enc: &mut Program, z: &'a DeviceArray, n: usize, hid: &'a DeviceArray, logits: &DeviceArray) -> &'a DeviceArray {
+    fn forward<'a>(&self, gpu: &Gpu, prog: &mut Program, z: &'a DeviceArray, n: usize, hid: &'a DeviceArray, logits: &DeviceArray) -> &'a DeviceArray {
         let d = self.scaler.mean.len();
         let k = self.n_classes;
         if self.hidden == 0 {
             let (w, b) = &self.layers[0];
-            gpu.linear(enc, z, (&w.value, Some(&b.value)), logits, (n, d, k), false);
+            gpu.linear(prog, z, (&w.value, Some(&b.value)), logits, (n, d, k), false);
             return z;
         }
         let ((w1, b1), (w2, b2)) = (&self.layers[0], &self.layers[1]);
-        gpu.linear(enc, z, (&w1.value, Some(&b1.value)), hid, (n, d, self.hidden), false);
-        gpu.elementwise(enc, &gpu.activate, 1, &[(1, hid)], (n, self.hidden));
-        gpu.linear(enc, hid, (&w2.value, Some(&b2.value)), logits, (n, self.hidden, k), false);
+        gpu.linear(prog, z, (&w1.value, Some(&b1.value)), hid, (n, d, self.hidden), false);
+        gpu.elementwise(prog, &gpu.activate, 1, &[(1, hid)], (n, self.hidden));
+        gpu.linear(prog, hid, (&w2.value, Some(&b2.value)), logits, (n, self.hidden, k), false);
         hid
     }
 
@@ -241,17 +241,17 @@ enum Product {
 
 /// `y = a·b` or `y = aᵀ·b`, `(rows, inner, cols)` of `y` and the sum; tiled, or direct on a CPU
 /// adapter.
-fn matmul(gpu: &Gpu, enc: &mut Program, product: Product, a: &DeviceArray, b: &DeviceArray, y: &DeviceArray, (rows, inner, cols): (usize, usize, usize)) {
+fn matmul(gpu: &Gpu, prog: &mut Program, product: Product, a: &DeviceArray, b: &DeviceArray, y: &DeviceArray, (rows, inner, cols): (usize, usize, usize)) {
     let dims = [rows as u32, inner as u32, cols as u32, (product == Product::TN) as u32];
     let arrays = [(1, a), (2, b), (4, y)];
     if gpu.direct {
-        gpu.dispatch(enc, &gpu.train.matmul_direct, dims, &arrays, Gpu::grid((rows * cols).div_ceil(64)));
+        gpu.dispatch(prog, &gpu.train.matmul_direct, dims, &arrays, Gpu::grid((rows * cols).div_ceil(64)));
     } else {
-        gpu.dispatch(enc, &gpu.train.matmul, dims, &arrays, (cols.div_ceil(16) as u32, rows.div_ceil(16) as u32));
+        gpu.dispatch(prog, &gpu.train.matmul, dims, &arrays, (cols.div_ceil(16) as u32, rows.div_ceil(16) as u32));
     }
 }
 
 /// `y[c] = Σ_r a[r, c]` for `a` rows × cols.
-fn colsum(gpu: &Gpu, enc: &mut Program, a: &DeviceArray, y: &DeviceArray, (rows, cols): (usize, usize)) {
-    gpu.dispatch(enc, &gpu.train.colsum, [rows as u32, cols as u32, 0, 0], &[(1, a), (4, y)], Gpu::grid(cols.div_ceil(64)));
+fn colsum(gpu: &Gpu, prog: &mut Program, a: &DeviceArray, y: &DeviceArray, (rows, cols): (usize, usize)) {
+    gpu.dispatch(prog, &gpu.train.colsum, [rows as u32, cols as u32, 0, 0], &[(1, a), (4, y)], Gpu::grid(cols.div_ceil(64)));
 }

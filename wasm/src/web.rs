@@ -21,6 +21,9 @@ use scdd_core::reference::CpuModel;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
+/// The fewest codes decoded between two progress reports.
+const PROGRESS_PART: usize = 256;
+
 #[derive(Clone, Copy)]
 enum Where {
     Auto,
@@ -195,23 +198,36 @@ impl Decoder {
     }
 
     /// Decodes a latent-code file (`.scdd` bytes) into cells; resolves to a [`Decoded`].
-    pub fn decode(&self, code_bytes: Vec<u8>) -> js_sys::Promise {
+    /// `on_progress(done, total)`, when given, is called after each part of the codes (about a
+    /// twentieth, at least 256 codes) is decoded.
+    pub fn decode(&self, code_bytes: Vec<u8>, on_progress: Option<js_sys::Function>) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let codes = LatentCodes::from_bytes(&code_bytes).map_err(|e| err("latent codes", e))?;
             codes.validate().map_err(|e| err("latent codes", e))?;
             codes.compatibility(&inner.bundle).map_err(|e| err("latent codes", e))?;
-            let n = codes.n_codes();
+            let (n, latent) = (codes.n_codes(), codes.latent_dim());
             let z = codes.codes.to_f32().map_err(|e| err("latent codes", e))?;
-            let cells = match &inner.backend {
-                Backend::Gpu(m) => m.generate(&z, n, codes.timestep, &codes.labels).await.map_err(|e| err("decoding", e))?,
-                Backend::Cpu(m) => {
-                    let z = Array2::from_shape_vec((n, codes.latent_dim()), z).map_err(|e| err("latent codes", e))?;
-                    m.generate(&z, codes.timestep, &codes.labels).map_err(|e| err("decoding", e))?
+            let mut genes = inner.bundle.genes.len();
+            let mut cells: Vec<f32> = Vec::with_capacity(n * genes);
+            let part = n.div_ceil(20).max(PROGRESS_PART);
+            for start in (0..n).step_by(part) {
+                let rows = part.min(n - start);
+                let (zp, cp) = (&z[start * latent..(start + rows) * latent], &codes.labels[start..start + rows]);
+                let x = match &inner.backend {
+                    Backend::Gpu(m) => m.generate(zp, rows, codes.timestep, cp).await.map_err(|e| err("decoding", e))?,
+                    Backend::Cpu(m) => {
+                        let zp = Array2::from_shape_vec((rows, latent), zp.to_vec()).map_err(|e| err("latent codes", e))?;
+                        m.generate(&zp, codes.timestep, cp).map_err(|e| err("decoding", e))?
+                    }
+                };
+                genes = x.ncols();
+                cells.extend(x.into_raw_vec_and_offset().0);
+                if let Some(f) = &on_progress {
+                    f.call2(&JsValue::NULL, &JsValue::from((start + rows) as f64), &JsValue::from(n as f64))?;
                 }
-            };
-            let n_genes = cells.ncols();
-            Ok(JsValue::from(Decoded { cells: Rc::new(cells.into_raw_vec_and_offset().0), labels: Rc::new(codes.labels.clone()), n_cells: n, n_genes }))
+            }
+            Ok(JsValue::from(Decoded { cells: Rc::new(cells), labels: Rc::new(codes.labels.clone()), n_cells: n, n_genes: genes }))
         })
     }
 

@@ -15,7 +15,7 @@ worker.onmessage = ({ data }) => {
   }
   const w = waiting.get(data.id);
   if (!w) return;
-  if ('progress' in data) return status(data.progress, 'busy');
+  if ('progress' in data) return status(data.progress, 'busy', data.fraction);
   waiting.delete(data.id);
   if ('error' in data) w.reject(new Error(data.error));
   else w.resolve(data.ok);
@@ -31,9 +31,21 @@ function call(op, args = {}, transfer = []) {
 }
 
 let t0 = 0;
-function status(text, kind = 'done') {
+let busyText = '';
+// While busy the status line counts the seconds (a long step with no news is still alive) and,
+// when the worker says how far it is, fills a progress bar.
+setInterval(() => { if (state.busy) status(busyText, 'busy'); }, 500);
+function status(text, kind = 'done', fraction) {
   const el = $('status');
   el.className = `status ${kind}`;
+  const bar = $('status-progress');
+  if (kind === 'busy') {
+    if (text !== busyText) bar.hidden = true;
+    busyText = text;
+    if (typeof fraction === 'number') { bar.hidden = false; bar.value = fraction; state.progress = fraction; }
+  } else {
+    bar.hidden = true;
+  }
   $('status-text').textContent = kind === 'busy' ? `${text} (${((performance.now() - t0) / 1000).toFixed(1)} s)` : text;
 }
 

@@ -3,7 +3,7 @@
 //   {id, op: 'bundle', bytes, name} | {id, op: 'decode', bytes, name}
 //   {id, op: 'test', bytes, name, label, matrix} | {id, op: 'evaluate', evaluator, seed, trainOn}
 //   {id, op: 'download', format: 'h5ad' | 'csv'}
-// out: {id, progress: text} while working, then {id, ok: result} or {id, error: message}.
+// out: {id, progress: text[, fraction]} while working, then {id, ok: result} or {id, error: message}.
 import init, { Decoder } from './pkg/scdd_wasm.js';
 import * as h5wasm from './vendor/h5wasm/hdf5_hl.js';
 
@@ -16,14 +16,14 @@ ready.then(() => postMessage({ ready: true }), (e) => postMessage({ ready: false
 // ?backend=webgpu on WebGPU even where its adapter is a software emulation (tests, benchmarks).
 const place = new URL(self.location.href).searchParams.get('backend');
 
-const progress = (id, text) => postMessage({ id, progress: text });
+const progress = (id, text, fraction) => postMessage({ id, progress: text, fraction });
 const ms = (t0) => Math.round(performance.now() - t0);
 
 onmessage = async ({ data: msg }) => {
   const { id } = msg;
   try {
     await ready;
-    const result = await ops[msg.op](msg, (text) => progress(id, text));
+    const result = await ops[msg.op](msg, (text, fraction) => progress(id, text, fraction));
     postMessage({ id, ok: result }, result && result.transfer ? result.transfer : []);
   } catch (e) {
     postMessage({ id, error: String((e && e.message) || e) });
@@ -47,9 +47,11 @@ const ops = {
 
   async decode({ bytes, name }, say) {
     if (!decoder) throw new Error('open a generator bundle first');
-    say(`decoding ${name} on ${decoder.backend.split(' (')[0]}…`);
+    const on = decoder.backend.split(' (')[0];
+    say(`decoding ${name} on ${on}…`, 0);
     const t0 = performance.now();
-    const d = await decoder.decode(new Uint8Array(bytes)).catch((e) => { throw new Error(`${name}: ${e.message || e}`); });
+    const step = (done, total) => say(`decoding ${name} on ${on}: ${done} of ${total} cells…`, done / total);
+    const d = await decoder.decode(new Uint8Array(bytes), step).catch((e) => { throw new Error(`${name}: ${e.message || e}`); });
     const t = ms(t0);
     if (decoded) decoded.cells.free();
     decoded = { cells: d, name };
