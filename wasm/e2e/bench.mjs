@@ -11,9 +11,13 @@ import path from 'path';
 
 const [url, dir, casesArg] = process.argv.slice(2);
 const cases = casesArg.split(',').map((c) => c.split(':').map(Number));
-const TIMEOUT = 1_800_000;
+const TIMEOUT = 3_600_000;
+// Evaluators are trained on the decoded cells of every case up to this many cells, per backend
+// (BENCH_TRAIN_MAX_WEBGPU, BENCH_TRAIN_MAX_CPU; default 10 000).
+const trainMax = { webgpu: Number(process.env.BENCH_TRAIN_MAX_WEBGPU || 10000), cpu: Number(process.env.BENCH_TRAIN_MAX_CPU || 10000) };
 const rows = [];
-for (const backend of ['webgpu', 'cpu']) {
+// BENCH_BACKENDS: which of them, in order (default webgpu,cpu).
+for (const backend of (process.env.BENCH_BACKENDS || 'webgpu,cpu').split(',')) {
   const ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), 'scdd-bench-')), {
     executablePath: '/usr/bin/chromium', headless: true,
     args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -39,7 +43,7 @@ for (const backend of ['webgpu', 'cpu']) {
     await step('#codes', `codes-${g}-${n}.scdd`);
     const d = await page.evaluate(() => window.scdd.decoded);
     const row = { ...load, genes: g, cells: n, decode_ms: d.ms, cells_per_s: d.cells_per_s, backend_used: (await page.evaluate(() => window.scdd.bundle.backend)) };
-    if (fs.existsSync(path.join(dir, `test-${g}.h5ad`)) && n <= 1000) {
+    if (fs.existsSync(path.join(dir, `test-${g}.h5ad`)) && n <= trainMax[backend]) {
       await step('#test', `test-${g}.h5ad`);
       // The WGSL MLP on an emulated (CPU) adapter takes minutes (each of its ~6000 dispatches
       // costs milliseconds there): skipped, as the page's 'auto' would train it on the CPU.

@@ -42,6 +42,7 @@ pub struct Gpu {
 pub(crate) struct TrainKernels {
     pub matmul: wgpu::ComputePipeline,
     pub matmul_direct: wgpu::ComputePipeline,
+    pub matmul_direct4: wgpu::ComputePipeline,
     pub softmax_residual: wgpu::ComputePipeline,
     pub colsum: wgpu::ComputePipeline,
     pub relu_mask: wgpu::ComputePipeline,
@@ -127,6 +128,7 @@ impl Gpu {
         let rows_m = module("rows.wgsl", include_str!("kernels/rows.wgsl"));
         let elem_m = module("elementwise.wgsl", include_str!("kernels/elementwise.wgsl"));
         let train_m = module("train.wgsl", include_str!("kernels/train.wgsl"));
+        let train4_m = module("train4.wgsl", include_str!("kernels/train4.wgsl"));
         let pipeline = |m: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -154,6 +156,7 @@ impl Gpu {
             train: TrainKernels {
                 matmul: pipeline(&train_m, "matmul"),
                 matmul_direct: pipeline(&train_m, "matmul_direct"),
+                matmul_direct4: pipeline(&train4_m, "main"),
                 softmax_residual: pipeline(&train_m, "softmax_residual"),
                 colsum: pipeline(&train_m, "colsum"),
                 relu_mask: pipeline(&train_m, "relu_mask"),

@@ -240,11 +240,13 @@ enum Product {
 }
 
 /// `y = a·b` or `y = aᵀ·b`, `(rows, inner, cols)` of `y` and the sum; tiled, or direct on a CPU
-/// adapter.
+/// adapter (four columns per invocation when `cols` is a multiple of 4).
 fn matmul(gpu: &Gpu, prog: &mut Program, product: Product, a: &DeviceArray, b: &DeviceArray, y: &DeviceArray, (rows, inner, cols): (usize, usize, usize)) {
     let dims = [rows as u32, inner as u32, cols as u32, (product == Product::TN) as u32];
     let arrays = [(1, a), (2, b), (4, y)];
-    if gpu.direct {
+    if gpu.direct && cols.is_multiple_of(4) {
+        gpu.dispatch(prog, &gpu.train.matmul_direct4, dims, &arrays, Gpu::grid((rows * cols / 4).div_ceil(64)));
+    } else if gpu.direct {
         gpu.dispatch(prog, &gpu.train.matmul_direct, dims, &arrays, Gpu::grid((rows * cols).div_ceil(64)));
     } else {
         gpu.dispatch(prog, &gpu.train.matmul, dims, &arrays, (cols.div_ceil(16) as u32, rows.div_ceil(16) as u32));

@@ -97,21 +97,24 @@ fn decoding_at_the_reference_sizes_matches_the_cpu_reference() {
 fn tiled_and_direct_products_train_the_same_classifiers() {
     use scdd_wasm::train::{GpuClassifier, TrainSettings};
     // Three classes marked by a few genes each; widths that do not fill the 16 × 16 tiles.
-    let (n, d, k) = (70, 37, 3);
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
-    let x: Vec<f32> = (0..n * d).map(|i| (if (i % d) % 3 == labels[i / d] as usize && i % d < 9 { 1.5 } else { 0.0 }) + rng.gen_range(0.0f32..1.0)).collect();
-    let mut outputs = Vec::new();
-    for direct in [false, true] {
-        let g = gpu().with_direct_products(direct);
-        for settings in [TrainSettings { steps: 60, ..TrainSettings::logistic(n) }, TrainSettings { hidden: 20, steps: 60, lr: 0.01, ..TrainSettings::mlp(3) }] {
-            let m = pollster::block_on(GpuClassifier::fit(&g, &x, (n, d), &labels, k, &settings)).unwrap();
-            let pred = pollster::block_on(m.predict(&g, &x, n)).unwrap();
-            let acc = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n as f64;
-            assert!(acc > 0.9, "direct {direct}, hidden {}: training accuracy {acc}", settings.hidden);
-            outputs.push(pred);
+    // 37 genes: the scalar direct products; 40: the four-column ones.
+    for d in [37, 40] {
+        let (n, k) = (70, 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+        let x: Vec<f32> = (0..n * d).map(|i| (if (i % d) % 3 == labels[i / d] as usize && i % d < 9 { 1.5 } else { 0.0 }) + rng.gen_range(0.0f32..1.0)).collect();
+        let mut outputs = Vec::new();
+        for direct in [false, true] {
+            let g = gpu().with_direct_products(direct);
+            for settings in [TrainSettings { steps: 60, ..TrainSettings::logistic(n) }, TrainSettings { hidden: 20, steps: 60, lr: 0.01, ..TrainSettings::mlp(3) }] {
+                let m = pollster::block_on(GpuClassifier::fit(&g, &x, (n, d), &labels, k, &settings)).unwrap();
+                let pred = pollster::block_on(m.predict(&g, &x, n)).unwrap();
+                let acc = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n as f64;
+                assert!(acc > 0.9, "direct {direct}, hidden {}: training accuracy {acc}", settings.hidden);
+                outputs.push(pred);
+            }
         }
+        assert_eq!(outputs[0], outputs[2], "{d} genes: logistic regression: tiled and direct products disagree");
+        assert_eq!(outputs[1], outputs[3], "{d} genes: perceptron: tiled and direct products disagree");
     }
-    assert_eq!(outputs[0], outputs[2], "logistic regression: tiled and direct products disagree");
-    assert_eq!(outputs[1], outputs[3], "perceptron: tiled and direct products disagree");
 }
