@@ -114,7 +114,9 @@ fn test_cells_are_prepared_as_the_native_reader_prepares_them() {
     let synth_rows: Vec<usize> = (2..ds.n_cells()).step_by(5).collect();
     let cells: Vec<f32> = synth_rows.iter().flat_map(|&r| t.x[(r - 2) * bundle.genes.len()..(r - 1) * bundle.genes.len()].to_vec()).collect();
     let synth_labels: Vec<u32> = synth_rows.iter().map(|&r| t.labels[r - 2]).collect();
-    let e = pollster::block_on(evaluate(None, &cells, &synth_labels, &bundle.classes, &t, EvaluatorKind::Logistic, 0)).unwrap();
+    let mut heard = Vec::new();
+    let e = pollster::block_on(evaluate(None, &cells, &synth_labels, &bundle.classes, &t, EvaluatorKind::Logistic, 0, &mut |f| heard.push(f))).unwrap();
+    assert_eq!(heard, [1.0], "the L-BFGS reports at its end");
     assert_eq!((e.train_cells, e.test_cells, e.scores.confusion.len()), (synth_rows.len(), t.n_cells(), k));
     assert!(e.scores.accuracy > 0.7, "real cells teach real cells: {}", e.scores.accuracy);
     let x = explore(&cells, &synth_labels, &bundle, Some(&t), 3).unwrap();

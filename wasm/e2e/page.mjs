@@ -19,6 +19,13 @@ const consoleLines = [];
 page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
 page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
 const failures = [];
+// The fractions the page showed for one step rise to 1, with at least `least` reports.
+function checkProgress(what, fractions, least) {
+  results.progress = results.progress || {};
+  results.progress[what] = fractions;
+  const rising = fractions.every((f, i) => i === 0 || f >= fractions[i - 1]);
+  if (fractions.length < least || fractions.at(-1) !== 1 || !rising) failures.push(`${what} progress: ${JSON.stringify(fractions)} (want ${least}+ reports rising to 1)`);
+}
 const results = { steps: [] };
 
 try {
@@ -58,9 +65,7 @@ try {
   expectError('other_generator', await pick('#codes', 'other.scdd'), 'made for generator');
   expectOk('decode', await pick('#codes', 'codes.scdd'));
   results.decoded = await page.evaluate(() => { const d = window.scdd.decoded; return { n_cells: d.n_cells, n_genes: d.n_genes, ms: d.ms, cells_per_s: d.cells_per_s }; });
-  // The worker reported how far decoding got, up to all of it.
-  results.decode_progress = await page.evaluate(() => window.scdd.progress);
-  if (results.decode_progress !== 1) failures.push(`decode progress: the last fraction reported was ${results.decode_progress}, not 1`);
+  checkProgress('decode', await page.evaluate(() => window.scdd.fractions), 1);
   await page.evaluate(() => { document.querySelector('details').open = true; });
   await page.fill('#label', 'no_such_column');
   expectError('missing_label', await pick('#test', 'split/test.h5ad'), 'obs has no column "no_such_column"');
@@ -80,6 +85,8 @@ try {
     const e = await page.evaluate(() => window.scdd.evaluation);
     if (!e || e.evaluator !== evaluator) failures.push(`${key}: no evaluation (${JSON.stringify(await page.evaluate(() => window.scdd.errors))})`);
     else results[key] = { accuracy: e.accuracy, macro_f1: e.macro_f1, backend: e.backend, ms: e.ms, train_cells: e.train_cells, test_cells: e.test_cells };
+    // The WGSL steps and the MLP report as they go; the L-BFGS at its end.
+    checkProgress(key, await page.evaluate(() => window.scdd.fractions), key === 'logistic_cpu' ? 1 : 3);
     if (key === 'logistic_webgpu') await page.screenshot({ path: file('page.png'), fullPage: true });
   }
 

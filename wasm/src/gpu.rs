@@ -296,9 +296,9 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut prog = self.device.create_command_encoder(&Default::default());
-        prog.copy_buffer_to_buffer(&a.buffer, 0, &staging, 0, size);
-        self.queue.submit([prog.finish()]);
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&a.buffer, 0, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);

@@ -184,8 +184,10 @@ pub struct Evaluation {
 
 /// Trains `kind` on the synthetic cells (`n` × the bundle's genes) and scores it on `test`: on
 /// the device when `gpu` is given, else with the core's CPU solvers on the same scaled cells
-/// (L-BFGS for the logistic regression, the core's MLP).
-pub async fn evaluate(gpu: Option<&Gpu>, cells: &[f32], labels: &[u32], classes: &[String], test: &TestCells, kind: EvaluatorKind, seed: u64) -> Result<Evaluation, String> {
+/// (L-BFGS for the logistic regression, the core's MLP). `progress` hears the fraction of the
+/// training done.
+#[allow(clippy::too_many_arguments)]
+pub async fn evaluate(gpu: Option<&Gpu>, cells: &[f32], labels: &[u32], classes: &[String], test: &TestCells, kind: EvaluatorKind, seed: u64, progress: &mut dyn FnMut(f64)) -> Result<Evaluation, String> {
     let (n, k) = (labels.len(), classes.len());
     let d = cells.len().checked_div(n).unwrap_or(0);
     if n == 0 || d == 0 || cells.len() != n * d || test.x.len() != test.n_cells() * d {
@@ -197,7 +199,7 @@ pub async fn evaluate(gpu: Option<&Gpu>, cells: &[f32], labels: &[u32], classes:
                 EvaluatorKind::Logistic => TrainSettings::logistic(n),
                 EvaluatorKind::Mlp => TrainSettings::mlp(seed),
             };
-            let model = GpuClassifier::fit(gpu, cells, (n, d), labels, k, &settings).await?;
+            let model = GpuClassifier::fit_reporting(gpu, cells, (n, d), labels, k, &settings, progress).await?;
             (model.predict(gpu, &test.x, test.n_cells()).await?, format!("WGSL on {}", gpu.adapter))
         }
         None => {
@@ -209,7 +211,7 @@ pub async fn evaluate(gpu: Option<&Gpu>, cells: &[f32], labels: &[u32], classes:
                 EvaluatorKind::Logistic => Box::new(LogisticRegression::new(LogRegParams::default())),
                 EvaluatorKind::Mlp => Box::new(Mlp::new(MlpParams::default())),
             };
-            model.fit(&set, seed).map_err(|e| e.to_string())?;
+            model.fit_reporting(&set, seed, progress).map_err(|e| e.to_string())?;
             (model.predict(zt.view()).map_err(|e| e.to_string())?, "CPU (core reference)".to_string())
         }
     };

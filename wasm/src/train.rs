@@ -119,7 +119,13 @@ pub struct GpuClassifier {
 
 impl GpuClassifier {
     /// Trains on `x` (`n` cells × `d` genes, log-normalised) with class ids `labels` (< `k`).
-    pub async fn fit(gpu: &Gpu, x: &[f32], (n, d): (usize, usize), labels: &[u32], k: usize, s: &TrainSettings) -> Result<GpuClassifier, String> {
+    pub async fn fit(gpu: &Gpu, x: &[f32], shape: (usize, usize), labels: &[u32], k: usize, s: &TrainSettings) -> Result<GpuClassifier, String> {
+        Self::fit_reporting(gpu, x, shape, labels, k, s, &mut |_| {}).await
+    }
+
+    /// [`GpuClassifier::fit`], calling `progress` with the fraction of steps done about every
+    /// twentieth (waiting for the device there, so the figure is what has run).
+    pub async fn fit_reporting(gpu: &Gpu, x: &[f32], (n, d): (usize, usize), labels: &[u32], k: usize, s: &TrainSettings, progress: &mut dyn FnMut(f64)) -> Result<GpuClassifier, String> {
         s.check()?;
         if n == 0 || d == 0 || x.len() != n * d || labels.len() != n {
             return Err(format!("{} values and {} labels for {n} cells × {d} genes", x.len(), labels.len()));
@@ -177,14 +183,24 @@ impl GpuClassifier {
             w.adam(gpu, &mut program, &step, s.lr);
             b.adam(gpu, &mut program, &step, s.lr);
         }
+        let report_every = s.steps.div_ceil(20).max(STEPS_PER_SUBMIT);
+        let mut reported = 0;
         for start in (0..s.steps).step_by(STEPS_PER_SUBMIT) {
-            gpu.run(&program, STEPS_PER_SUBMIT.min(s.steps - start));
+            let done = s.steps.min(start + STEPS_PER_SUBMIT);
+            gpu.run(&program, done - start);
+            if done < s.steps && done - reported >= report_every {
+                // Reading the output bias (k values) waits for the steps so far.
+                gpu.read(&model.layers.last().expect("one layer at least").1.value).await?;
+                progress(done as f64 / s.steps as f64);
+                reported = done;
+            }
         }
         // A diverged fit is an error, not a classifier.
         let (w, _) = model.layers.last().expect("one layer at least");
         if let Some(v) = gpu.read(&w.value).await?.iter().find(|v| !v.is_finite()) {
             return Err(format!("the fit diverged (a weight became {v}); lower the learning rate"));
         }
+        progress(1.0);
         Ok(model)
     }
 

@@ -6,7 +6,7 @@
 //! const cells = await dec.decode(codeBytes);         // Decoded: cells (Float32Array), labels, …
 //! const test = dec.testSetCsr("test.h5ad", n, g, indptr, indices, data, genes, labels, inSpace);
 //! JSON.parse(test.report);                           // values found, shared genes, cells kept
-//! JSON.parse(await dec.evaluate(cells, test, "logistic", 0));  // accuracy, macro-F1, confusion
+//! JSON.parse(await dec.evaluate(cells, test, "logistic", 0, "auto", (f) => …));  // accuracy, macro-F1, confusion
 //! JSON.parse(dec.explore(cells, test));              // PCA scatter, top genes per class
 //! ```
 //!
@@ -267,8 +267,9 @@ impl Decoder {
     /// Trains `evaluator` ("logistic": CellTypist-style; "mlp") on the decoded cells and scores
     /// it on `test`. `train_on`: "webgpu" (WGSL), "cpu" (the core's solvers) or "auto" (WGSL on a
     /// GPU, the CPU when the WebGPU adapter is itself a CPU). Resolves to JSON: accuracy,
-    /// macro_f1, per-class recall, confusion, backend.
-    pub fn evaluate(&self, decoded: &Decoded, test: &TestSet, evaluator: &str, seed: u32, train_on: &str) -> js_sys::Promise {
+    /// macro_f1, per-class recall, confusion, backend. `on_progress(fraction)`, when given, hears
+    /// how much of the training is done.
+    pub fn evaluate(&self, decoded: &Decoded, test: &TestSet, evaluator: &str, seed: u32, train_on: &str, on_progress: Option<js_sys::Function>) -> js_sys::Promise {
         let (inner, cells, labels, test) = (self.inner.clone(), decoded.cells.clone(), decoded.labels.clone(), test.inner.clone());
         let kind = EvaluatorKind::parse(evaluator);
         let train_on = TrainOn::parse(train_on);
@@ -279,7 +280,13 @@ impl Decoder {
                 Backend::Cpu(_) => None,
             };
             let gpu = train_on.and_then(|t| t.pick(gpu)).map_err(|e| err("evaluator", e))?;
-            let e = session::evaluate(gpu, &cells, &labels, &inner.bundle.classes, &test, kind, seed as u64).await.map_err(|e| err("evaluation", e))?;
+            let mut progress = |f: f64| {
+                if let Some(cb) = &on_progress {
+                    // A listener that throws does not stop the training.
+                    let _ = cb.call1(&JsValue::NULL, &JsValue::from(f));
+                }
+            };
+            let e = session::evaluate(gpu, &cells, &labels, &inner.bundle.classes, &test, kind, seed as u64, &mut progress).await.map_err(|e| err("evaluation", e))?;
             Ok(JsValue::from(serde_json::to_string(&e).map_err(|e| err("evaluation", e))?))
         })
     }

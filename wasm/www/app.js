@@ -2,7 +2,7 @@
 // window.scdd mirrors the state for people poking at the console and for the browser tests.
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL(`./worker.js${location.search}`, import.meta.url), { type: 'module' });
-const state = (window.scdd = { busy: 0, bundle: null, decoded: null, test: null, evaluation: null, errors: [], log: [] });
+const state = (window.scdd = { busy: 0, fractions: [], bundle: null, decoded: null, test: null, evaluation: null, errors: [], log: [] });
 let nextId = 1;
 const waiting = new Map();
 
@@ -42,7 +42,7 @@ function status(text, kind = 'done', fraction) {
   if (kind === 'busy') {
     if (text !== busyText) bar.hidden = true;
     busyText = text;
-    if (typeof fraction === 'number') { bar.hidden = false; bar.value = fraction; state.progress = fraction; }
+    if (typeof fraction === 'number') { bar.hidden = false; bar.value = fraction; state.fractions.push(fraction); }
   } else {
     bar.hidden = true;
   }
@@ -59,6 +59,7 @@ function fail(e) {
 
 async function run(what, fn) {
   state.busy++;
+  state.fractions = []; // what the worker reported of this step (tests read it)
   $('error').hidden = true;
   t0 = performance.now();
   status(what, 'busy');

@@ -80,9 +80,11 @@ const ops = {
   async evaluate({ evaluator, seed, trainOn }, say) {
     if (!decoded) throw new Error('decode a code file first');
     if (!test) throw new Error('load test cells (.h5ad) first');
-    say(`training ${evaluator} on ${decoded.cells.n_cells} synthetic cells…`);
+    const what = `training ${evaluator} on ${decoded.cells.n_cells} synthetic cells`;
+    say(`${what}…`, 0);
     const t0 = performance.now();
-    const r = JSON.parse(await decoder.evaluate(decoded.cells, test.set, evaluator, seed || 0, trainOn || 'auto'));
+    const step = (f) => say(`${what}: ${Math.round(100 * f)} %…`, f);
+    const r = JSON.parse(await decoder.evaluate(decoded.cells, test.set, evaluator, seed || 0, trainOn || 'auto', step));
     r.ms = ms(t0);
     return r;
   },

@@ -94,6 +94,11 @@ impl Evaluator for Mlp {
     }
 
     fn fit(&mut self, data: &TrainingSet, seed: u64) -> Result<()> {
+        self.fit_reporting(data, seed, &mut |_| {})
+    }
+
+    /// Reports after every twentieth of the optimiser steps.
+    fn fit_reporting(&mut self, data: &TrainingSet, seed: u64, progress: &mut dyn FnMut(f64)) -> Result<()> {
         data.check()?;
         let p = self.params.clone();
         if p.hidden == 0 || p.batch == 0 || !(p.lr > 0.0 && p.lr.is_finite()) || p.alpha.is_nan() || p.alpha < 0.0 {
@@ -109,7 +114,12 @@ impl Evaluator for Mlp {
         let batch = p.batch.min(n);
         let mut order: Vec<usize> = (0..n).collect();
         let mut pos = n;
-        for _ in 0..p.steps(n) {
+        let steps = p.steps(n);
+        let every = steps.div_ceil(20).max(1);
+        for step in 0..steps {
+            if step > 0 && step % every == 0 {
+                progress(step as f64 / steps as f64);
+            }
             let xb;
             let lb: Vec<u32>;
             let (xv, labels) = if batch == n {
@@ -156,6 +166,7 @@ impl Evaluator for Mlp {
                 adam.step(param, grad.as_slice().expect("standard layout"), p.lr);
             }
         }
+        progress(1.0);
         Ok(())
     }
 
@@ -188,6 +199,21 @@ mod tests {
         assert_eq!(w, m.w1, "same seed, same weights");
         m.fit(&set, 8).unwrap();
         assert_ne!(w, m.w1, "another seed, another initialisation");
+    }
+
+    #[test]
+    fn progress_rises_to_one() {
+        let (x, y) = blobs(60, 5, 1);
+        let data = TrainingSet { x: x.view(), labels: &y, n_classes: 3, genes: &[] };
+        let mut seen = Vec::new();
+        let mut m = Mlp::new(MlpParams { max_steps: 100, ..Default::default() });
+        m.fit_reporting(&data, 0, &mut |f| seen.push(f)).unwrap();
+        assert_eq!(seen.len(), 20, "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]) && seen[0] > 0.0 && *seen.last().unwrap() == 1.0, "{seen:?}");
+        // The same fit as without a listener.
+        let mut plain = Mlp::new(MlpParams { max_steps: 100, ..Default::default() });
+        plain.fit(&data, 0).unwrap();
+        assert_eq!(plain.predict(x.view()).unwrap(), m.predict(x.view()).unwrap());
     }
 
     #[test]

@@ -55,6 +55,13 @@ pub trait Evaluator {
     fn name(&self) -> String;
     /// Trains from scratch (any previous fit is discarded); `seed` picks the initialisation.
     fn fit(&mut self, data: &TrainingSet, seed: u64) -> Result<()>;
+    /// [`Evaluator::fit`], calling `progress` with the fraction done (0–1) as it goes (at the
+    /// end only, for evaluators that cannot say sooner).
+    fn fit_reporting(&mut self, data: &TrainingSet, seed: u64, progress: &mut dyn FnMut(f64)) -> Result<()> {
+        self.fit(data, seed)?;
+        progress(1.0);
+        Ok(())
+    }
     /// Class id per row of `x` (same gene order as in `fit`).
     fn predict(&self, x: ArrayView2<f32>) -> Result<Vec<u32>>;
     /// True when the fit does not depend on the seed (a convex problem solved from a fixed
