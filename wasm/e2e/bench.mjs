@@ -48,7 +48,9 @@ for (const backend of (process.env.BENCH_BACKENDS || 'webgpu,cpu').split(',')) {
       // The WGSL MLP on an emulated (CPU) adapter takes minutes (each of its ~6000 dispatches
       // costs milliseconds there): skipped, as the page's 'auto' would train it on the CPU.
       const cpuAdapter = row.backend_used.includes('CPU device');
-      for (const evaluator of backend === 'webgpu' && cpuAdapter ? ['logistic'] : ['logistic', 'mlp']) {
+      // BENCH_WEBGPU_MLP=1 times it there anyway.
+      const skipMlp = backend === 'webgpu' && cpuAdapter && !process.env.BENCH_WEBGPU_MLP;
+      for (const evaluator of skipMlp ? ['logistic'] : ['logistic', 'mlp']) {
         await page.selectOption('#evaluator', evaluator);
         await page.selectOption('#train-on', backend);
         const k = await page.evaluate(() => window.scdd.log.length);
