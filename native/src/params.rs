@@ -56,6 +56,14 @@ pub fn in_unit(name: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
     Ok(())
 }
 
+/// `value` must lie in `[lo, hi]` (and be finite).
+pub fn closed(name: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(value.is_finite() && value >= lo && value <= hi) {
+        return Err(crate::Error::param(name, value, format!("must be in [{lo}, {hi}]")));
+    }
+    Ok(())
+}
+
 /// `value` must lie in `lo..=hi`.
 pub fn count(name: &str, value: u64, lo: u64, hi: u64) -> Result<()> {
     if value < lo || value > hi {

@@ -35,6 +35,10 @@ pub struct Args {
     /// Extra loss weight of non-zero entries: (1 + w·[x > 0])·(x̂ − x)².
     #[arg(long, default_value_t = FoundationConfig::default().nonzero_weight)]
     pub nonzero_weight: f32,
+    /// Fraction of each batch replaced by cells pulled towards their class mean (`u·x + (1−u)·μ`,
+    /// u uniform), so the decoder reaches class and cluster means; needs --label
+    #[arg(long, default_value_t = FoundationConfig::default().mix)]
+    pub mix: f32,
     #[arg(long, default_value_t = FoundationConfig::default().lr)]
     pub lr: f64,
     #[arg(long, default_value_t = FoundationConfig::default().weight_decay)]
@@ -73,6 +77,7 @@ impl Args {
             dropout: self.dropout,
             output: self.output,
             nonzero_weight: self.nonzero_weight,
+            mix: self.mix,
             lr: self.lr,
             weight_decay: self.weight_decay,
             batch_size: self.batch_size,

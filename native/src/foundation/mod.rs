@@ -55,6 +55,11 @@ pub struct FoundationConfig {
     /// Extra weight of non-zero entries in the squared error: `(1 + w·[x > 0])·(x̂ − x)²`.
     /// Counters the pull towards zero of sparse data (0 = plain MSE).
     pub nonzero_weight: f32,
+    /// Fraction of each batch replaced by a cell pulled towards its class mean,
+    /// `x̃ = u·x + (1 − u)·μ_c` with `u ~ U(0, 1)` (input and target both `x̃`): the decoder
+    /// learns to reach the averages that distillation asks of it (class and cluster means),
+    /// which no single cell is. Needs the labels; without them it does nothing.
+    pub mix: f32,
     pub lr: f64,
     pub weight_decay: f64,
     pub batch_size: usize,
@@ -113,6 +118,10 @@ impl Default for FoundationConfig {
             dropout: 0.0,
             output: Activation::Softplus,
             nonzero_weight: 0.0,
+            // Every labelled cell drawn towards its class mean: the decoder's error on held-out
+            // class means falls 2.2× (pancreas) and distilled cells score higher under every
+            // gene-space evaluator, for ≤ 2 % on held-out single cells (native/README.md).
+            mix: 1.0,
             lr: 5e-4,
             weight_decay: 0.01,
             batch_size: 128,
@@ -136,6 +145,7 @@ impl Check for FoundationConfig {
         params::in_unit("--dropout", self.dropout as f64, 0.0, 1.0)?;
         params::in_unit("--val-fraction", self.val_fraction, 0.0, 1.0)?;
         params::non_negative("--nonzero-weight", self.nonzero_weight as f64)?;
+        params::closed("--mix", self.mix as f64, 0.0, 1.0)?;
         params::count("--epochs", self.max_epochs as u64, 1, 100_000)?;
         params::count("--batch-size", self.batch_size as u64, 2, 1 << 20)?;
         params::positive("--lr", self.lr)?;
@@ -209,6 +219,10 @@ pub struct ReconReport {
     /// (class means taken over the fitting cells): what the autoencoder must beat.
     pub class_mean_mse: Option<f64>,
     pub class_mean_pearson: Option<f64>,
+    /// The decoder's reach: MSE of the autoencoder on the mean cell of each class of these
+    /// cells (encoded, decoded), the kind of cell distillation asks the decoder for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_mean_reach_mse: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -251,6 +265,9 @@ impl FoundationReport {
         }
         if let (Some(m), Some(p)) = (h.class_mean_mse, h.class_mean_pearson) {
             s += &format!(" (class-mean cell baseline: MSE {m:.4}, Pearson {p:.4})");
+        }
+        if let Some(r) = h.class_mean_reach_mse {
+            s += &format!(", class means reconstructed with MSE {r:.4}");
         }
         s += &format!(
             "; {} epochs (best {}{}), {} parameters",
@@ -317,6 +334,42 @@ fn class_means(x: &CsrMatrix, rows: &[usize], labels: &[Option<u32>], n_classes:
         }
     }
     sums
+}
+
+/// The class means of the fitting cells and the label of every cell, for [`FoundationConfig::mix`].
+struct Mixer {
+    means: Tensor,
+    labels: Vec<Option<u32>>,
+    fraction: f32,
+}
+
+impl Mixer {
+    fn new(x: &CsrMatrix, fit: &[usize], labels: &[Option<u32>], n_classes: usize, fraction: f32, device: Device) -> Mixer {
+        let m = class_means(x, fit, labels, n_classes);
+        let flat: Vec<f32> = m.iter().flat_map(|r| r.iter().map(|&v| v as f32)).collect();
+        let means = Tensor::from_slice(&flat).reshape([n_classes as i64, x.n_cols() as i64]).to_device(device);
+        Mixer { means, labels: labels.to_vec(), fraction }
+    }
+
+    /// The batch `xb` of `rows` with the first `round(fraction·len)` labelled rows (the batch is
+    /// already shuffled) replaced by `u·x + (1 − u)·μ_c`, `u` drawn from the stream
+    /// (seed, "mix", step).
+    fn mix(&self, xb: &Tensor, rows: &[usize], seed: u64, step: u64) -> Tensor {
+        let want = (self.fraction as f64 * rows.len() as f64).round() as usize;
+        let picked: Vec<(i64, i64)> =
+            rows.iter().enumerate().filter_map(|(i, &r)| self.labels[r].map(|c| (i as i64, c as i64))).take(want).collect();
+        if picked.is_empty() {
+            return xb.shallow_clone();
+        }
+        let dev = xb.device();
+        let mut rng = crate::nn::rng::stream(seed, "mix", step);
+        let u = crate::nn::rng::uniforms(&mut rng, picked.len(), 0.0, 1.0);
+        let idx = Tensor::from_slice(&picked.iter().map(|p| p.0).collect::<Vec<_>>()).to_device(dev);
+        let cls = Tensor::from_slice(&picked.iter().map(|p| p.1).collect::<Vec<_>>()).to_device(dev);
+        let u = Tensor::from_slice(&u).unsqueeze(1).to_device(dev);
+        let mixed = xb.index_select(0, &idx) * &u + self.means.index_select(0, &cls) * (u.ones_like() - &u);
+        xb.index_copy(0, &idx, &mixed)
+    }
 }
 
 /// Per-row Pearson correlations (rows where either side is constant are dropped).
@@ -399,6 +452,16 @@ pub fn evaluate_reconstruction(
         Ok(())
     })?;
     let cells = rows.len();
+    let present: Vec<usize> = (0..n_classes).filter(|&c| class_n[c] > 0).collect();
+    let class_mean_reach_mse = match labels {
+        Some(_) if !present.is_empty() => {
+            let flat: Vec<f32> = present.iter().flat_map(|&c| { let n = class_n[c] as f64; real_sums[c].iter().map(move |&v| (v / n) as f32) }).collect();
+            let m = Tensor::from_slice(&flat).reshape([present.len() as i64, g as i64]).to_device(dev);
+            let rec = tch::no_grad(|| -> Result<Tensor> { Ok(model.decode(&model.encode_mode(&m, &mut Mode::Eval)?)) })?;
+            Some((rec - &m).square().mean(Kind::Double).double_value(&[]))
+        }
+        _ => None,
+    };
     let gene_mean_pearson = labels.map(|_| {
         let v: Vec<f64> = (0..n_classes)
             .filter(|&c| class_n[c] > 0)
@@ -418,6 +481,7 @@ pub fn evaluate_reconstruction(
         gene_mean_pearson,
         class_mean_mse: labels.map(|_| base_se / (base_cells.max(1) * g) as f64),
         class_mean_pearson: labels.map(|_| base_r_sum / base_r_n.max(1) as f64),
+        class_mean_reach_mse,
     };
     Ok((report, loss_sum / cells.max(1) as f64))
 }
@@ -442,6 +506,10 @@ pub fn train_foundation(data: &TrainData, cfg: &Checked<FoundationConfig>, ctl: 
     let device = ctl.device;
     let model = TchModel::init(cfg.graph(g), cfg.seed, device)?;
     let mut opt = AdamW::new(model.trainable(""), cfg.lr, cfg.weight_decay);
+    let mixer = match label_ids {
+        Some(l) if cfg.mix > 0.0 && n_classes > 0 => Some(Mixer::new(&data.x, &fit, l, n_classes, cfg.mix, device)),
+        _ => None,
+    };
     let config_json = serde_json::to_string(&**cfg)?;
     // Hashing the data costs a pass over it: only when a checkpoint is written or read.
     let inputs = std::cell::OnceCell::new();
@@ -496,7 +564,10 @@ pub fn train_foundation(data: &TrainData, cfg: &Checked<FoundationConfig>, ctl: 
     while step < total && !st.stopped_early {
         let local = batcher.rows(step);
         let rows: Vec<usize> = local.iter().map(|&i| fit[i]).collect();
-        let xb = dense_batch(&data.x, &rows, device);
+        let mut xb = dense_batch(&data.x, &rows, device);
+        if let Some(m) = &mixer {
+            xb = m.mix(&xb, &rows, cfg.seed, step);
+        }
         let mut rng = crate::nn::rng::stream(cfg.seed, "dropout", step);
         let z = model.encode_mode(&xb, &mut Mode::Train(Some(&mut rng)))?;
         let rec = model.decode_mode(&z, &mut Mode::Train(Some(&mut rng)));
@@ -597,3 +668,45 @@ pub fn train_foundation(data: &TrainData, cfg: &Checked<FoundationConfig>, ctl: 
 /// Metadata keys that change from run to run (times, devices): left out when comparing bundles.
 pub const VOLATILE_METADATA: &[&str] =
     &["created", "foundation.seconds", "foundation.device", "generator.seconds", "generator.device"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to_rows(t: &Tensor) -> Vec<Vec<f32>> {
+        let n = t.size()[0];
+        (0..n).map(|i| Vec::<f32>::try_from(t.get(i)).unwrap()).collect()
+    }
+
+    #[test]
+    fn mixing_pulls_labelled_cells_towards_their_class_mean() {
+        // Classes: rows 0 and 2 → class 0 (mean [2, 0, 1]), rows 1 and 3 → class 1 (mean [0, 3, 0]);
+        // row 4 unlabelled.
+        let dense = [1., 0., 2., 0., 2., 0., 3., 0., 0., 0., 4., 0., 9., 9., 9.];
+        let x = CsrMatrix::from_dense(5, 3, &dense, "t").unwrap();
+        let labels = vec![Some(0), Some(1), Some(0), Some(1), None];
+        let mixer = Mixer::new(&x, &[0, 1, 2, 3, 4], &labels, 2, 0.75, Device::Cpu);
+        let rows = [4, 2, 1, 0]; // the unlabelled row is skipped: rows 2, 1 and 0 are mixed (3 = round(0.75·4))
+        let xb = dense_batch(&x, &rows, Device::Cpu);
+        let mixed = mixer.mix(&xb, &rows, 7, 3);
+        let (before, after) = (to_rows(&xb), to_rows(&mixed));
+        assert_eq!(after[0], before[0]);
+        let means = [[2f32, 0., 1.], [0., 3., 0.]];
+        let mut us = vec![];
+        for (i, &r) in rows.iter().enumerate().skip(1) {
+            let m = means[labels[r].unwrap() as usize];
+            // after = u·x + (1 − u)·μ: one u for every gene of the row, in [0, 1]
+            let (num, den): (f32, f32) = (0..3).fold((0., 0.), |(a, b), j| (a + (after[i][j] - m[j]) * (before[i][j] - m[j]), b + (before[i][j] - m[j]).powi(2)));
+            let u = num / den;
+            assert!((0.0..=1.0).contains(&u), "u = {u}");
+            for j in 0..3 {
+                assert!((after[i][j] - (u * before[i][j] + (1. - u) * m[j])).abs() < 1e-5);
+            }
+            us.push(u);
+        }
+        assert!(us.windows(2).any(|w| (w[0] - w[1]).abs() > 1e-3), "each cell draws its own u: {us:?}");
+        // the same (seed, step) mixes the same way; another step differently
+        assert_eq!(to_rows(&mixer.mix(&xb, &rows, 7, 3)), after);
+        assert_ne!(to_rows(&mixer.mix(&xb, &rows, 7, 4)), after);
+    }
+}

@@ -874,9 +874,10 @@ fn markdown(json: &ReportJson, cfg: &ReportConfig) -> Result<String> {
                 (Some(m), Some(p)) => format!(" (the class-mean cell as reconstruction: MSE {m:.4}, Pearson {p:.3})"),
                 _ => String::new(),
             };
+            let reach = h.class_mean_reach_mse.map(|r| format!("; its class means (encoded, decoded): MSE {r:.4}")).unwrap_or_default();
             writeln!(
                 s,
-                "Foundation autoencoder, {} held-out training cells: MSE {:.4}, per-cell Pearson {:.3}{cm}; best epoch {} of {}.\n",
+                "Foundation autoencoder, {} held-out training cells: MSE {:.4}, per-cell Pearson {:.3}{cm}{reach}; best epoch {} of {}.\n",
                 h.cells, h.mse, h.pearson, f.best_epoch, f.epochs_run
             )?;
         }
