@@ -119,8 +119,9 @@ impl Default for FoundationConfig {
             output: Activation::Softplus,
             nonzero_weight: 0.0,
             // Every labelled cell drawn towards its class mean: the decoder's error on held-out
-            // class means falls 2.2× (pancreas) and distilled cells score higher under every
-            // gene-space evaluator, for ≤ 2 % on held-out single cells (native/README.md).
+            // class means falls 1.1–12× and the distilled cells of the five datasets score higher
+            // under the gene-space evaluators, for ≤ 2 % on held-out single cells
+            // (native/README.md, "How the defaults were chosen").
             mix: 1.0,
             lr: 5e-4,
             weight_decay: 0.01,
@@ -455,7 +456,13 @@ pub fn evaluate_reconstruction(
     let present: Vec<usize> = (0..n_classes).filter(|&c| class_n[c] > 0).collect();
     let class_mean_reach_mse = match labels {
         Some(_) if !present.is_empty() => {
-            let flat: Vec<f32> = present.iter().flat_map(|&c| { let n = class_n[c] as f64; real_sums[c].iter().map(move |&v| (v / n) as f32) }).collect();
+            let flat: Vec<f32> = present
+                .iter()
+                .flat_map(|&c| {
+                    let n = class_n[c] as f64;
+                    real_sums[c].iter().map(move |&v| (v / n) as f32)
+                })
+                .collect();
             let m = Tensor::from_slice(&flat).reshape([present.len() as i64, g as i64]).to_device(dev);
             let rec = tch::no_grad(|| -> Result<Tensor> { Ok(model.decode(&model.encode_mode(&m, &mut Mode::Eval)?)) })?;
             Some((rec - &m).square().mean(Kind::Double).double_value(&[]))
@@ -550,14 +557,19 @@ pub fn train_foundation(data: &TrainData, cfg: &Checked<FoundationConfig>, ctl: 
     };
     let progress = Progress::new("foundation", total, step, ctl.progress, "cells");
     progress.log(&format!(
-        "foundation: {} fitting + {} held-out cells × {g} genes, hidden {:?}, latent {}, {} parameters, {spe} steps/epoch, up to {} epochs on {}",
+        "foundation: {} fitting + {} held-out cells × {g} genes, hidden {:?}, latent {}, {} parameters, {spe} steps/epoch, up to {} epochs on {}{}",
         fit.len(),
         val.len(),
         cfg.hidden,
         cfg.latent_dim,
         model.n_params(""),
         cfg.max_epochs,
-        crate::nn::device::describe(device)
+        crate::nn::device::describe(device),
+        match (&mixer, cfg.mix > 0.0) {
+            (Some(_), _) => format!("; {} of each batch drawn towards its class mean", cfg.mix),
+            (None, true) => "; no labels, so no cell is drawn towards a class mean (--mix)".to_string(),
+            (None, false) => String::new(),
+        }
     ));
     let started = Instant::now();
     let mut cells_done = 0u64;
