@@ -120,7 +120,7 @@ impl Default for FoundationConfig {
             nonzero_weight: 0.0,
             // Every labelled cell drawn towards its class mean: the decoder's error on held-out
             // class means falls 1.1–12× and the distilled cells of the five datasets score higher
-            // under the gene-space evaluators, for ≤ 2 % on held-out single cells
+            // under the gene-space evaluators, for ≤ 2.1 % on held-out single cells
             // (native/README.md, "How the defaults were chosen").
             mix: 1.0,
             lr: 5e-4,
@@ -338,18 +338,18 @@ fn class_means(x: &CsrMatrix, rows: &[usize], labels: &[Option<u32>], n_classes:
 }
 
 /// The class means of the fitting cells and the label of every cell, for [`FoundationConfig::mix`].
-struct Mixer {
+struct Mixer<'a> {
     means: Tensor,
-    labels: Vec<Option<u32>>,
+    labels: &'a [Option<u32>],
     fraction: f32,
 }
 
-impl Mixer {
-    fn new(x: &CsrMatrix, fit: &[usize], labels: &[Option<u32>], n_classes: usize, fraction: f32, device: Device) -> Mixer {
+impl<'a> Mixer<'a> {
+    fn new(x: &CsrMatrix, fit: &[usize], labels: &'a [Option<u32>], n_classes: usize, fraction: f32, device: Device) -> Mixer<'a> {
         let m = class_means(x, fit, labels, n_classes);
         let flat: Vec<f32> = m.iter().flat_map(|r| r.iter().map(|&v| v as f32)).collect();
         let means = Tensor::from_slice(&flat).reshape([n_classes as i64, x.n_cols() as i64]).to_device(device);
-        Mixer { means, labels: labels.to_vec(), fraction }
+        Mixer { means, labels, fraction }
     }
 
     /// The batch `xb` of `rows` with the first `round(fraction·len)` labelled rows (the batch is
