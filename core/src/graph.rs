@@ -41,6 +41,10 @@ pub enum Layer {
     Dropout { p: f32 },
     /// `x / max(‖x‖₂, eps)` per row.
     L2Normalize { eps: f32 },
+    /// Inference: values below `below` become 0, genes the decoder leaves unexpressed (the
+    /// projection onto valid cells keeps them 0); training: the identity, so every output keeps
+    /// its gradient. The decoder's last layer when the bundle asks for it (`--floor`).
+    Floor { below: f32 },
 }
 
 impl Layer {
@@ -62,7 +66,7 @@ impl Layer {
             ],
             Layer::LayerNorm { dim, .. } => vec![("weight", vec![dim], ParamRole::NormWeight), ("bias", vec![dim], ParamRole::NormBias)],
             Layer::PRelu { num_parameters } => vec![("weight", vec![num_parameters], ParamRole::PReluWeight)],
-            Layer::Act(_) | Layer::Dropout { .. } | Layer::L2Normalize { .. } => vec![],
+            Layer::Act(_) | Layer::Dropout { .. } | Layer::L2Normalize { .. } | Layer::Floor { .. } => vec![],
         }
     }
 
@@ -192,6 +196,7 @@ impl Stack {
                 Layer::Act(a) => format!("{a:?}"),
                 Layer::Dropout { .. } => "Dropout".to_string(),
                 Layer::L2Normalize { .. } => "L2Normalize".to_string(),
+                Layer::Floor { below } => format!("Floor {below}"),
             };
             if !ops.contains(&op) {
                 ops.push(op);
@@ -478,16 +483,16 @@ impl ExpressionSpace {
 
     /// Projects decoder outputs onto valid cells of this space, in place. A valid cell is
     /// non-negative and its counts sum to `target_sum` (`Σ expm1(x) = target_sum` when log1p).
-    /// Each cell moves along the normal of that constraint at the cell itself:
-    /// `y = max(0, x + λ·∇g(x))` (negative outputs, genes the decoder switched off, stay 0 unless
-    /// λ lifts them) with `g(x) = Σ expm1(x)` (`∇g = e^x`; counts space: `∇g = 1`,
+    /// Each cell moves along the normal of that constraint at the cell itself, keeping its
+    /// support: `y = max(0, x + λ·∇g(x))` where `x > 0`, and `y = 0` where `x ≤ 0` (genes the
+    /// decoder switched off, e.g. by its [`Layer::Floor`], stay off), with `g(x) = Σ expm1(x)` (`∇g = e^x`; counts space: `∇g = 1`,
     /// which makes this the Euclidean projection onto the scaled simplex), and `λ` is the unique
     /// root of `Σ expm1(y(λ)) = target_sum` (the left side increases in `λ`). To first order this
     /// is the nearest valid cell in log space, so it keeps a cell's log profile, which rescaling
     /// the counts does not: on the class-mean cells of pbmc3k, human_kidney and pbmc68k_reduced
     /// (`../shared/data`), count rescaling cost scikit-learn's logistic regression up to 22
     /// accuracy points, this projection none. Rows without a positive value stay zero (no cell
-    /// to project). Every decoder (tch, the CPU reference; WGSL when it exists) applies it after
+    /// to project). Every decoder (tch, the CPU reference, the browser's WGSL decode on its read-back) applies it after
     /// the decoder network.
     pub fn project(&self, x: &mut ndarray::Array2<f32>) {
         for mut row in x.rows_mut() {
@@ -500,7 +505,7 @@ impl ExpressionSpace {
             let log1p = self.log1p;
             for (o, &v) in row.iter_mut().zip(&xs) {
                 let n = if log1p { v.exp() } else { 1.0 };
-                *o = (v + lambda * n).max(0.0) as f32;
+                *o = if v > 0.0 { (v + lambda * n).max(0.0) as f32 } else { 0.0 };
             }
         }
     }
@@ -515,7 +520,7 @@ impl ExpressionSpace {
         // f(λ) = Σ count(max(0, x + λ n)) − target, convex and increasing in λ.
         let f = |l: f64| -> (f64, f64) {
             let (mut s, mut d) = (-target, 0.0);
-            for &v in x {
+            for &v in x.iter().filter(|&&v| v > 0.0) {
                 let n = normal(v);
                 let y = v + l * n;
                 if y > 0.0 {
@@ -633,7 +638,7 @@ mod tests {
     #[test]
     fn projection_gives_valid_cells() {
         let space = ExpressionSpace::default();
-        let mut x = ndarray::array![[-0.5f32, 2.0, 11.7, 0.01], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]];
+        let mut x = ndarray::array![[-0.5f32, 2.0, 11.7, 0.01], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 2.0]];
         space.project(&mut x);
         for (i, row) in x.rows().into_iter().enumerate().filter(|(i, _)| *i != 1) {
             let total: f64 = row.iter().map(|&v| (v as f64).exp_m1()).sum();
@@ -641,6 +646,7 @@ mod tests {
             assert!(row.iter().all(|&v| (0.0..=space.max_value() + 1e-5).contains(&v)), "row {i}: {row}");
         }
         assert_eq!(x[[0, 0]], 0.0, "negative values become 0");
+        assert_eq!((x[[3, 0]], x[[3, 2]]), (0.0, 0.0), "genes switched off stay off: {}", x.row(3));
         assert!(x.row(1).iter().all(|&v| v == 0.0), "an empty cell stays empty");
         // Projecting twice changes nothing.
         let once = x.clone();
@@ -650,8 +656,9 @@ mod tests {
         let counts = ExpressionSpace { target_sum: 100.0, log1p: false };
         let mut y = ndarray::array![[1.0f32, 3.0, -2.0]];
         counts.project(&mut y);
-        // The Euclidean projection onto the simplex: a common shift, then clamp.
-        let want = [100.0 / 3.0 + 1.0 / 3.0, 100.0 / 3.0 + 7.0 / 3.0, 100.0 / 3.0 - 8.0 / 3.0];
+        // The Euclidean projection onto the simplex over the cell's support: a common shift of
+        // the positive values; the negative one stays 0.
+        let want = [49.0, 51.0, 0.0];
         assert!(y.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-4), "{y}");
         let mut z = ndarray::array![[1.0f32, 300.0, -2.0]];
         counts.project(&mut z);

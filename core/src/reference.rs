@@ -11,9 +11,10 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use std::collections::{BTreeMap, HashMap};
 
 /// The version of what decoding means (bumped when the generator's output semantics change, e.g.
-/// 2: decoded cells projected onto valid cells). Caches of decoded cells and of codes optimised
+/// 2: decoded cells projected onto valid cells; 4: the projection keeps the decoder's zeros and a
+/// decoder may end in a floor). Caches of decoded cells and of codes optimised
 /// through the generator key on it.
-pub const DECODE_VERSION: u32 = 3;
+pub const DECODE_VERSION: u32 = 4;
 
 /// A bundle's tensors unpacked to f32 once, ready for repeated forward passes.
 pub struct CpuModel {
@@ -95,6 +96,7 @@ impl CpuModel {
                 }
                 Layer::Act(a) => x.mapv(|v| activate(a, v)),
                 Layer::Dropout { .. } => x,
+                Layer::Floor { below } => x.mapv(|v| if v < below { 0.0 } else { v }),
                 Layer::L2Normalize { eps } => {
                     let mut x = x;
                     for mut row in x.rows_mut() {

@@ -88,6 +88,9 @@ enum RowOp {
     L2Normalize = 2,
 }
 
+/// The `activate` kernel's code for [`Layer::Floor`] (its threshold's bits in `pad`).
+const FLOOR_CODE: u32 = 6;
+
 fn activation_code(a: Activation) -> u32 {
     match a {
         Activation::Identity => 0,
@@ -399,6 +402,9 @@ impl GpuModel {
                 Layer::Act(a) => g.elementwise(prog, &g.activate, activation_code(a), &[(1, &x)], (rows, width)),
                 Layer::Dropout { .. } => {}
                 Layer::L2Normalize { eps } => g.row_op(prog, &x, (&self.unused, &self.unused), (rows, width), eps, RowOp::L2Normalize),
+                Layer::Floor { below } => {
+                    g.dispatch(prog, &g.activate, [rows as u32, width as u32, FLOOR_CODE, below.to_bits()], &[(1, &x)], Gpu::grid((rows * width).div_ceil(256)))
+                }
             }
         }
         Ok(x)

@@ -67,6 +67,10 @@ pub struct EvaluateArgs {
     /// Training-set sizes for the fit times.
     #[arg(long, value_delimiter = ',', default_values_t = [100usize, 10_000])]
     pub sizes: Vec<usize>,
+    /// Timed runs of each side on each split; the table gives the fastest (single fits of a few
+    /// hundred cells move by ±40 % from run to run).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Scratch space (the matrices handed to CellTypist).
     #[arg(long, default_value = "target/bench-evaluate")]
     pub dir: PathBuf,
@@ -95,6 +99,7 @@ pub fn run(args: Args) -> Result<()> {
             celltypist_python: a.celltypist_python,
             plugins: a.plugins,
             sizes: a.sizes,
+            runs: a.runs,
             dir: a.dir,
             json: a.json,
         })?,

@@ -39,6 +39,10 @@ pub struct Args {
     /// u uniform), so the decoder reaches class and cluster means; needs --label
     #[arg(long, default_value_t = FoundationConfig::default().mix)]
     pub mix: f32,
+    /// Decoded values below this become 0 (0: none). 0.1 suits CellTypist-style evaluators
+    /// (per-gene z-scaling) but removes the small class means of shallow data
+    #[arg(long, default_value_t = FoundationConfig::default().floor)]
+    pub floor: f32,
     #[arg(long, default_value_t = FoundationConfig::default().lr)]
     pub lr: f64,
     #[arg(long, default_value_t = FoundationConfig::default().weight_decay)]
@@ -78,6 +82,7 @@ impl Args {
             output: self.output,
             nonzero_weight: self.nonzero_weight,
             mix: self.mix,
+            floor: self.floor,
             lr: self.lr,
             weight_decay: self.weight_decay,
             batch_size: self.batch_size,

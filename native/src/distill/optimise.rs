@@ -335,7 +335,7 @@ fn optimise(
     // features.
     let forward = |var: &Tensor| -> Result<Forward> {
         let z = var.detach().copy().set_requires_grad(codes);
-        let s = if codes { model.generate(&z, t, classes_t)? } else { z.shallow_clone() };
+        let s = if codes { model.generate_for_matching(&z, t, classes_t)? } else { z.shallow_clone() };
         let s_leaf = s.detach().set_requires_grad(true);
         let feats = model.encode(&s_leaf, false)? / fscale;
         Ok(Forward { z, s, s_leaf, feats })

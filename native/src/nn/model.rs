@@ -44,6 +44,9 @@ pub enum Mode<'a> {
     /// (momentum 0.1, as PyTorch), dropout is active. Masks come from the given seeded stream,
     /// or from torch's global generator when `None`.
     Train(Option<&'a mut ChaCha8Rng>),
+    /// Inference, except that the decoder's [`Layer::Floor`] is the identity: distillation
+    /// matches decoded cells by gradient, and a gene the floor switched off would have none.
+    Matching,
 }
 
 impl Mode<'_> {
@@ -313,7 +316,7 @@ impl TchModel {
                 Layer::PRelu { .. } => x.prelu(self.p(&n("weight"))),
                 Layer::Act(a) => activate(&x, a),
                 Layer::Dropout { p } => match mode {
-                    Mode::Eval => x,
+                    Mode::Eval | Mode::Matching => x,
                     _ if p <= 0.0 => x,
                     Mode::Train(None) => x.dropout(p as f64, true),
                     Mode::Train(Some(rng)) => {
@@ -325,6 +328,13 @@ impl TchModel {
                     let norm = x.norm_scalaropt_dim(2, [1i64], true).clamp_min(eps as f64);
                     x / norm
                 }
+                Layer::Floor { below } => match mode {
+                    Mode::Eval => {
+                        let keep = x.ge(below as f64);
+                        x.where_self(&keep, &x.zeros_like())
+                    }
+                    _ => x,
+                },
             };
         }
         x
@@ -404,14 +414,22 @@ impl TchModel {
         Ok(project(&self.decode(&self.denoise(z, t, classes)?), &self.spec.space))
     }
 
+    /// [`TchModel::generate`] with the decoder in [`Mode::Matching`] (no floor): what
+    /// distillation differentiates. Equal to `generate` when the decoder has no floor.
+    pub fn generate_for_matching(&self, z: &Tensor, t: &Tensor, classes: &Tensor) -> Result<Tensor> {
+        let x = self.run_stack(&self.spec.decoder, &self.denoise(z, t, classes)?, &mut Mode::Matching);
+        Ok(project(&x, &self.spec.space))
+    }
+
     /// Number of scalar parameters (buffers excluded) under `prefix`.
     pub fn n_params(&self, prefix: &str) -> usize {
         self.trainable(prefix).iter().map(|(_, t)| t.numel()).sum()
     }
 }
 
-/// [`scdd_core::graph::ExpressionSpace::project`] on rows (B, G): `max(0, x + λ·n(x))` with
-/// `n = e^x` (log1p) or `1` (counts) and each row's `λ` solved, as in the core, by safeguarded
+/// [`scdd_core::graph::ExpressionSpace::project`] on rows (B, G): `max(0, x + λ·n(x))` where
+/// `x > 0` and 0 elsewhere, with `n = e^x` (log1p) or `1` (counts) and each row's `λ` solved, as
+/// in the core, by safeguarded
 /// Newton in f64 inside the same closed-form bracket, all rows at once. Gradients flow through
 /// `x + λ(x)·n(x)`, with `λ(x)` differentiated implicitly, and the clamp.
 pub fn project(x: &Tensor, space: &scdd_core::graph::ExpressionSpace) -> Tensor {
@@ -426,9 +444,10 @@ pub fn project(x: &Tensor, space: &scdd_core::graph::ExpressionSpace) -> Tensor 
         let n = normal(&xd);
         let dim = Some([1i64].as_slice());
         // f(λ) = Σ count(max(0, x + λ n)) − target and its derivative, per row.
+        let support = xd.gt(0.0);
         let f = |l: &Tensor| {
             let y = (&xd + l * &n).relu();
-            let pos = y.gt(0.0).to_kind(Kind::Double);
+            let pos = y.gt(0.0).logical_and(&support).to_kind(Kind::Double);
             let (c, dc) = if log1p { let e = y.exp(); (&e - 1.0, e) } else { (y.shallow_clone(), y.ones_like()) };
             let s = (c * &pos).sum_dim_intlist(dim, true, Kind::Double) - target;
             let d = (dc * &n * &pos).sum_dim_intlist(dim, true, Kind::Double);
@@ -468,15 +487,16 @@ pub fn project(x: &Tensor, space: &scdd_core::graph::ExpressionSpace) -> Tensor 
     // tells the optimiser that lowering one gene raises the others. Without it, pulling a
     // gene down is undone by the next projection, which lifts every other gene instead.
     let n = normal(x);
+    let support = x.gt(0.0).to_kind(Kind::Float).detach();
     let pre = x + &lambda * &n;
-    let pos = pre.gt(0.0).to_kind(Kind::Float).detach();
-    let y = pre.relu();
+    let pos = pre.gt(0.0).to_kind(Kind::Float).detach() * &support;
+    let y = pre.relu() * &support;
     let (count, slope) = if log1p { (y.expm1(), y.exp()) } else { (y.shallow_clone(), y.ones_like()) };
     let dim = Some([1i64].as_slice());
     let total = (count * &pos).sum_dim_intlist(dim, true, Kind::Float);
     let d_lambda = (slope * &n * &pos).sum_dim_intlist(dim, true, Kind::Float).detach().clamp_min(1e-12);
     let lambda = &lambda - (&total - total.detach()) / d_lambda;
-    (x + lambda * n).relu()
+    (x + lambda * n).relu() * support
 }
 
 fn activate(x: &Tensor, a: Activation) -> Tensor {
@@ -517,7 +537,7 @@ mod tests {
 
     fn spec() -> GraphSpec {
         let enc = Stack::mlp("encoder", 30, &[16, 12], 8, 0.2, 0.1, vec![Layer::L2Normalize { eps: 1e-12 }]);
-        let dec = Stack::mlp("decoder", 8, &[12, 16], 30, 0.0, 0.1, vec![Layer::Act(Activation::Softplus)]);
+        let dec = Stack::mlp("decoder", 8, &[12, 16], 30, 0.0, 0.1, vec![Layer::Act(Activation::Softplus), Layer::Floor { below: 0.5 }]);
         GraphSpec {
             n_genes: 30,
             latent_dim: 8,
@@ -559,6 +579,14 @@ mod tests {
         let zt = m.encode(&xt, false).unwrap();
         close(&z, &zt);
         close(&cpu.decode(z.clone()), &m.decode(&zt));
+        // The floor: inference zeroes what lies below it; training and matching leave it.
+        let floored = to_array(&m.decode(&zt));
+        let smooth = to_array(&m.run_stack(&spec().decoder, &zt, &mut Mode::Matching));
+        let below = smooth.iter().filter(|&&v| v < 0.5).count();
+        assert!(below > 0 && below < smooth.len(), "{below} of {} values below the floor", smooth.len());
+        for (f, s) in floored.iter().zip(&smooth) {
+            assert_eq!(*f, if *s < 0.5 { 0.0 } else { *s });
+        }
         let ts = [1u32, 10, 500, 999, 1000];
         let cs = [0u32, 1, 2, 1, 0];
         let tt = Tensor::from_slice(&ts.map(|v| v as i64));
@@ -567,6 +595,9 @@ mod tests {
         let g = cpu.generate(&z, 7, &cs).unwrap();
         close(&g, &m.generate(&zt, &Tensor::from_slice(&[7i64; 5]), &ct).unwrap());
         assert!(m.check_classes(&Tensor::from_slice(&[3i64])).is_err());
+        // Last: training mode updates the batch-norm statistics.
+        let trained = to_array(&m.run_stack(&spec().decoder, &zt, &mut Mode::Train(None)));
+        assert!(trained.iter().filter(|&&v| v > 0.0 && v < 0.5).count() > 0, "training mode has no floor");
     }
 
     #[test]

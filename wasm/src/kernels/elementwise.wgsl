@@ -3,7 +3,8 @@
 struct Dims {
     rows: u32,
     cols: u32,
-    // activate: 0 identity, 1 ReLU, 2 SiLU, 3 softplus (threshold 20), 4 tanh, 5 sigmoid.
+    // activate: 0 identity, 1 ReLU, 2 SiLU, 3 softplus (threshold 20), 4 tanh, 5 sigmoid,
+    // 6 floor (values below bitcast<f32>(pad) become 0).
     // per_column (affine, prelu): 1 when the parameter has one value per column, 0 for one value.
     code: u32,
     pad: u32,
@@ -45,7 +46,12 @@ fn act(code: u32, v: f32) -> f32 {
 fn activate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wg, nw, lid);
     if (i < dims.rows * dims.cols) {
-        x[i] = act(dims.code, x[i]);
+        let v = x[i];
+        if (dims.code == 6u) {
+            x[i] = select(v, 0.0, v < bitcast<f32>(dims.pad));
+        } else {
+            x[i] = act(dims.code, v);
+        }
     }
 }
 

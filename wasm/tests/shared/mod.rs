@@ -30,6 +30,7 @@ pub fn bundle(n_genes: usize) -> GeneratorBundle {
             Layer::Act(Activation::Identity),
             Layer::Linear { in_dim: 50, out_dim: n_genes, bias: true },
             Layer::Act(Activation::Softplus),
+            Layer::Floor { below: 0.3 },
         ],
     };
     let spec = GraphSpec {
