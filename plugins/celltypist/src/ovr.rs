@@ -88,7 +88,7 @@ impl Design {
     /// The columns `keep` (ascending), in the same form.
     pub fn select(&self, keep: &[usize]) -> Design {
         match self {
-            Design::Dense(z) => Design::Dense(z.select(Axis(1), keep).as_standard_layout().into_owned()),
+            Design::Dense(z) => Design::Dense(z.select(Axis(1), keep)),
             Design::Sparse { n, indptr, indices, values, offset, .. } => {
                 let mut new_col = vec![u32::MAX; offset.len()];
                 for (to, &from) in keep.iter().enumerate() {
@@ -239,9 +239,6 @@ pub struct OvrFit {
 /// Objectives and gradients (`[w, b]`) of the binary problems of `classes` at `thetas`: class `c`
 /// against the rest, `mean_i log(1 + e^{−s_i(w·z_i + b)}) + λ/2‖w‖²`.
 fn evaluate(z: &Design, labels: &[u32], lambda: f64, classes: &[usize], thetas: &[&[f32]], threads: usize) -> Vec<(f64, Vec<f32>)> {
-    if let Design::Dense(m) = z {
-        return dense::evaluate(m, labels, lambda, classes, thetas, threads);
-    }
     let (n, d, a) = (z.n(), z.d(), classes.len());
     let mut w = Array2::<f32>::zeros((a, d));
     for (mut row, t) in w.rows_mut().into_iter().zip(thetas) {
@@ -268,147 +265,6 @@ fn evaluate(z: &Design, labels: &[u32], lambda: f64, classes: &[usize], thetas: 
             (loss[j] / n as f64 + reg, g)
         })
         .collect()
-}
-
-/// The dense form's pass: one sweep over the cells computes every running class's scores,
-/// residuals, losses and gradients, each cell's row read once while it is in cache (two matrix
-/// products would read the matrix twice, packing it each time, for a handful of classes). On
-/// x86-64 with AVX2 and FMA (checked at run time) the same code is compiled for them.
-mod dense {
-    use super::{sigmoid, softplus};
-    use ndarray::Array2;
-
-    /// Sums over a range of cells: per-class loss, `Σ r_i z_i` (classes × genes) and `Σ r_i`.
-    struct Part {
-        loss: Vec<f64>,
-        gw: Vec<f32>,
-        gb: Vec<f64>,
-    }
-
-    #[inline(always)]
-    fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-        if FMA {
-            a.mul_add(b, c)
-        } else {
-            a * b + c
-        }
-    }
-
-    /// `Σ_j x_j y_j` with 16 lanes of partial sums (vectorised by the compiler).
-    #[inline(always)]
-    fn dot<const FMA: bool>(x: &[f32], y: &[f32]) -> f32 {
-        let mut acc = [0f32; 16];
-        let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
-        let (xr, yr) = (xc.remainder(), yc.remainder());
-        for (a, b) in xc.zip(yc) {
-            for k in 0..16 {
-                acc[k] = madd::<FMA>(a[k], b[k], acc[k]);
-            }
-        }
-        let mut s = 0f32;
-        for (a, b) in xr.iter().zip(yr) {
-            s = madd::<FMA>(*a, *b, s);
-        }
-        let mut h = [0f32; 8];
-        for k in 0..8 {
-            h[k] = acc[k] + acc[k + 8];
-        }
-        (h[0] + h[4]) + (h[1] + h[5]) + (h[2] + h[6]) + (h[3] + h[7]) + s
-    }
-
-    #[inline(always)]
-    fn axpy<const FMA: bool>(alpha: f32, x: &[f32], y: &mut [f32]) {
-        for (o, v) in y.iter_mut().zip(x) {
-            *o = madd::<FMA>(alpha, *v, *o);
-        }
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn sweep<const FMA: bool>(z: &[f32], d: usize, rows: std::ops::Range<usize>, labels: &[u32], classes: &[usize], w: &[f32], b: &[f32], n: f64) -> Part {
-        let a = classes.len();
-        let mut part = Part { loss: vec![0.0; a], gw: vec![0.0; a * d], gb: vec![0.0; a] };
-        let mut r = vec![0f32; a];
-        for i in rows {
-            let zi = &z[i * d..(i + 1) * d];
-            for (j, &c) in classes.iter().enumerate() {
-                let s = (dot::<FMA>(zi, &w[j * d..(j + 1) * d]) + b[j]) as f64;
-                let pos = c == labels[i] as usize;
-                part.loss[j] += softplus(if pos { -s } else { s });
-                let res = (sigmoid(s) - if pos { 1.0 } else { 0.0 }) / n;
-                part.gb[j] += res;
-                r[j] = res as f32;
-            }
-            for (j, rj) in r.iter().enumerate() {
-                axpy::<FMA>(*rj, zi, &mut part.gw[j * d..(j + 1) * d]);
-            }
-        }
-        part
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn sweep_avx2(z: &[f32], d: usize, rows: std::ops::Range<usize>, labels: &[u32], classes: &[usize], w: &[f32], b: &[f32], n: f64) -> Part {
-        sweep::<true>(z, d, rows, labels, classes, w, b, n)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn sweep_best(z: &[f32], d: usize, rows: std::ops::Range<usize>, labels: &[u32], classes: &[usize], w: &[f32], b: &[f32], n: f64) -> Part {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for (checked above).
-            return unsafe { sweep_avx2(z, d, rows, labels, classes, w, b, n) };
-        }
-        sweep::<false>(z, d, rows, labels, classes, w, b, n)
-    }
-
-    /// Cells per worker below which a pass is not shared: measured on 2 cores, sharing pays from
-    /// a few hundred thousand values a pass.
-    pub(super) const SHARE_FROM: usize = 1 << 18;
-
-    /// As the sparse form's [`super::evaluate`]: objective and gradient of each class in `classes`.
-    pub(super) fn evaluate(z: &Array2<f32>, labels: &[u32], lambda: f64, classes: &[usize], thetas: &[&[f32]], threads: usize) -> Vec<(f64, Vec<f32>)> {
-        let (n, d) = z.dim();
-        let owned;
-        let zs = match z.as_slice() {
-            Some(s) => s,
-            None => {
-                owned = z.as_standard_layout().into_owned();
-                owned.as_slice().expect("standard layout")
-            }
-        };
-        let w: Vec<f32> = thetas.iter().flat_map(|t| t[..d].iter().copied()).collect();
-        let b: Vec<f32> = thetas.iter().map(|t| t[d]).collect();
-        let t = if z.len() >= SHARE_FROM { threads.clamp(1, n.max(1)) } else { 1 };
-        let step = n.div_ceil(t).max(1);
-        let ranges: Vec<_> = (0..n).step_by(step).map(|s| s..(s + step).min(n)).collect();
-        let nf = n as f64;
-        let mut parts = if ranges.len() <= 1 {
-            vec![sweep_best(zs, d, 0..n, labels, classes, &w, &b, nf)]
-        } else {
-            std::thread::scope(|s| {
-                let hs: Vec<_> = ranges.into_iter().map(|r| s.spawn(|| sweep_best(zs, d, r, labels, classes, &w, &b, nf))).collect();
-                hs.into_iter().map(|h| h.join().expect("worker thread")).collect()
-            })
-        }
-        .into_iter();
-        let mut total = parts.next().expect("one part at least");
-        for p in parts {
-            total.loss.iter_mut().zip(&p.loss).for_each(|(x, y)| *x += y);
-            total.gw.iter_mut().zip(&p.gw).for_each(|(x, y)| *x += y);
-            total.gb.iter_mut().zip(&p.gb).for_each(|(x, y)| *x += y);
-        }
-        (0..classes.len())
-            .map(|j| {
-                let wj = &thetas[j][..d];
-                let reg = 0.5 * lambda * wj.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
-                let mut g: Vec<f32> = total.gw[j * d..(j + 1) * d].iter().zip(wj).map(|(g, w)| g + lambda as f32 * w).collect();
-                g.push(total.gb[j] as f32);
-                (total.loss[j] / nf + reg, g)
-            })
-            .collect()
-    }
 }
 
 /// One-vs-rest fit of `k` classes: for each, L-BFGS from zero on `C·Σ loss + ½‖w‖²` (in its
@@ -508,23 +364,6 @@ mod tests {
         assert!(close(&top, &sparse.times_weights(w.view(), 1).slice(ndarray::s![0..77, ..]).to_owned()));
         let keep = [1, 4, 20];
         assert!(close(&sparse.select(&keep).to_dense(), &dense.select(Axis(1), &keep)));
-    }
-
-    #[test]
-    fn a_shared_dense_pass_is_the_single_one() {
-        // 600 × 500 values: above the size from which two workers share a pass.
-        let (x, y) = sparse_data(600, 500, 3);
-        let (cols, mean, scale) = scaler(&x);
-        let z = Design::new(x.view(), &cols, &mean, &scale).to_dense();
-        assert!(z.len() >= dense::SHARE_FROM);
-        let thetas: Vec<Vec<f32>> = (0..2).map(|c| (0..501).map(|j| ((j * 7 + c * 3) % 11) as f32 * 0.01 - 0.05).collect()).collect();
-        let views: Vec<&[f32]> = thetas.iter().map(|t| t.as_slice()).collect();
-        let one = dense::evaluate(&z, &y, 1e-3, &[0, 2], &views, 1);
-        let two = dense::evaluate(&z, &y, 1e-3, &[0, 2], &views, 2);
-        for ((f1, g1), (f2, g2)) in one.iter().zip(&two) {
-            assert!((f1 - f2).abs() < 1e-9 * f1.abs().max(1.0));
-            assert!(g1.iter().zip(g2).all(|(a, b)| (a - b).abs() < 1e-5 * (1.0 + b.abs())));
-        }
     }
 
     #[test]
