@@ -712,6 +712,20 @@ mod tests {
     }
 
     #[test]
+    fn the_floor_is_checked_and_ends_the_decoder() {
+        for bad in [-0.1f32, f32::NAN, 9.3, f32::INFINITY] {
+            let e = FoundationConfig { floor: bad, ..Default::default() }.check().unwrap_err();
+            assert!(e.to_string().contains("--floor"), "{e}");
+        }
+        let off = FoundationConfig::default().graph(50);
+        assert!(!off.decoder.layers.iter().any(|l| matches!(l, Layer::Floor { .. })));
+        assert!(!serde_json::to_string(&FoundationConfig::default()).unwrap().contains("floor"), "0 is not serialised");
+        let on = FoundationConfig { floor: 0.1, ..Default::default() };
+        assert!(on.clone().check().is_ok());
+        assert_eq!(on.graph(50).decoder.layers.last(), Some(&Layer::Floor { below: 0.1 }));
+    }
+
+    #[test]
     fn mixing_pulls_labelled_cells_towards_their_class_mean() {
         // Classes: rows 0 and 2 → class 0 (mean [2, 0, 1]), rows 1 and 3 → class 1 (mean [0, 3, 0]);
         // row 4 unlabelled.
