@@ -485,15 +485,16 @@ impl ExpressionSpace {
     /// non-negative and its counts sum to `target_sum` (`Σ expm1(x) = target_sum` when log1p).
     /// Each cell moves along the normal of that constraint at the cell itself, keeping its
     /// support: `y = max(0, x + λ·∇g(x))` where `x > 0`, and `y = 0` where `x ≤ 0` (genes the
-    /// decoder switched off, e.g. by its [`Layer::Floor`], stay off), with `g(x) = Σ expm1(x)` (`∇g = e^x`; counts space: `∇g = 1`,
-    /// which makes this the Euclidean projection onto the scaled simplex), and `λ` is the unique
+    /// decoder switched off, e.g. by its [`Layer::Floor`], stay off), with `g(x) = Σ expm1(x)`
+    /// (`∇g = e^x`; counts space: `∇g = 1`, which makes this the Euclidean projection onto the
+    /// scaled simplex over the support), and `λ` is the unique
     /// root of `Σ expm1(y(λ)) = target_sum` (the left side increases in `λ`). To first order this
     /// is the nearest valid cell in log space, so it keeps a cell's log profile, which rescaling
     /// the counts does not: on the class-mean cells of pbmc3k, human_kidney and pbmc68k_reduced
     /// (`../shared/data`), count rescaling cost scikit-learn's logistic regression up to 22
     /// accuracy points, this projection none. Rows without a positive value stay zero (no cell
-    /// to project). Every decoder (tch, the CPU reference, the browser's WGSL decode on its read-back) applies it after
-    /// the decoder network.
+    /// to project). Every decoder (tch, the CPU reference, the browser's WGSL decode on its
+    /// read-back) applies it after the decoder network.
     pub fn project(&self, x: &mut ndarray::Array2<f32>) {
         for mut row in x.rows_mut() {
             if self.target_sum <= 0.0 || row.iter().all(|&v| v <= 0.0) {

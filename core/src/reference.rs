@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 
 /// The version of what decoding means (bumped when the generator's output semantics change, e.g.
 /// 2: decoded cells projected onto valid cells; 4: the projection keeps the decoder's zeros and a
-/// decoder may end in a floor). Caches of decoded cells and of codes optimised
-/// through the generator key on it.
+/// decoder may end in a floor). Caches of decoded cells and of codes optimised through the
+/// generator key on it.
 pub const DECODE_VERSION: u32 = 4;
 
 /// A bundle's tensors unpacked to f32 once, ready for repeated forward passes.

@@ -1,8 +1,9 @@
 """The real CellTypist (1.7.1) on the matrices `scdd bench evaluate` wrote:
 python celltypist_reference.py DIR [RUNS]  (DIR: meta.json, train.f32, test.f32; writes
-DIR/out.json). Training is timed alone, the fastest of RUNS (default 1) calls: celltypist.train with its defaults (L-BFGS one-vs-rest logistic
-regression, C = 1, scaler + clip), check_expression off since the cells are given already
-log-normalised; prediction through celltypist.annotate ("best match")."""
+DIR/out.json). Training is timed alone, the fastest of RUNS (default 1) calls of
+celltypist.train with its defaults (L-BFGS one-vs-rest logistic regression, C = 1, scaler +
+clip), check_expression off since the cells are given already log-normalised; prediction
+through celltypist.annotate ("best match")."""
 import json, os, sys, time
 import numpy as np, pandas as pd, anndata as ad
 import celltypist

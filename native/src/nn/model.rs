@@ -429,9 +429,9 @@ impl TchModel {
 
 /// [`scdd_core::graph::ExpressionSpace::project`] on rows (B, G): `max(0, x + λ·n(x))` where
 /// `x > 0` and 0 elsewhere, with `n = e^x` (log1p) or `1` (counts) and each row's `λ` solved, as
-/// in the core, by safeguarded
-/// Newton in f64 inside the same closed-form bracket, all rows at once. Gradients flow through
-/// `x + λ(x)·n(x)`, with `λ(x)` differentiated implicitly, and the clamp.
+/// in the core, by safeguarded Newton in f64 inside the same closed-form bracket, all rows at
+/// once. Gradients flow through `x + λ(x)·n(x)`, with `λ(x)` differentiated implicitly, and the
+/// clamp.
 pub fn project(x: &Tensor, space: &scdd_core::graph::ExpressionSpace) -> Tensor {
     if space.target_sum <= 0.0 {
         return x.relu();
