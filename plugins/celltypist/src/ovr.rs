@@ -22,6 +22,116 @@ pub enum Design {
     Sparse { n: usize, d: usize, indptr: Vec<usize>, indices: Vec<u32>, values: Vec<f32>, offset: Vec<f32> },
 }
 
+/// The training matrix after one pass over it: each gene's sum (f64) and, while under
+/// [`SPARSE_BELOW`] of the values are non-zero, those values in compressed rows (the pass stops
+/// collecting them once the fraction is exceeded).
+pub struct Scan {
+    pub sums: Vec<f64>,
+    /// `(indptr, indices, values)` of the non-zero inputs, all genes.
+    csr: Option<(Vec<usize>, Vec<u32>, Vec<f32>)>,
+}
+
+impl Scan {
+    pub fn new(x: ArrayView2<f32>) -> Scan {
+        let (n, g) = x.dim();
+        let limit = (SPARSE_BELOW * (n * g) as f64) as usize;
+        let mut sums = vec![0f64; g];
+        let mut csr = Some((vec![0usize], Vec::new(), Vec::new()));
+        let x = x.as_standard_layout();
+        for row in x.as_slice().expect("standard layout").chunks_exact(g.max(1)) {
+            match &mut csr {
+                Some((indptr, indices, values)) => {
+                    // Branch-free compaction: every value is written, the end advances past
+                    // the non-zero ones only.
+                    let start = indices.len();
+                    indices.resize(start + g, 0);
+                    values.resize(start + g, 0.0);
+                    let mut end = start;
+                    let (ix, vs) = (&mut indices[start..], &mut values[start..]);
+                    let mut k = 0;
+                    for (j, &v) in row.iter().enumerate() {
+                        ix[k] = j as u32;
+                        vs[k] = v;
+                        k += (v != 0.0) as usize;
+                    }
+                    end += k;
+                    indices.truncate(end);
+                    values.truncate(end);
+                    for (&j, &v) in indices[start..].iter().zip(&values[start..]) {
+                        sums[j as usize] += v as f64;
+                    }
+                    indptr.push(end);
+                    // Stop collecting past the limit, or early when the first rows are clearly dense.
+                    if end > limit || (indptr.len() == 65 && end as f64 > 2.0 * SPARSE_BELOW * (64 * g) as f64) {
+                        csr = None;
+                    }
+                }
+                None => sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64),
+            }
+        }
+        Scan { sums, csr }
+    }
+
+    /// Population variances of the genes `cols` around `means` (all genes): from the
+    /// non-zero values when they were kept, else a second pass over `x`.
+    pub fn variances(&self, x: ArrayView2<f32>, cols: &[usize], means: &[f64]) -> Vec<f64> {
+        let n = x.nrows() as f64;
+        let g = x.ncols();
+        let squares = match &self.csr {
+            Some((_, indices, values)) => {
+                let mut squares = vec![0f64; g];
+                let mut nnz = vec![0usize; g];
+                for (&j, &v) in indices.iter().zip(values) {
+                    squares[j as usize] += (v as f64 - means[j as usize]).powi(2);
+                    nnz[j as usize] += 1;
+                }
+                // Each zero input adds m².
+                squares.iter_mut().zip(&nnz).zip(means).for_each(|((s, &k), m)| *s += (n - k as f64) * m * m);
+                squares
+            }
+            None => {
+                let mut squares = vec![0f64; g];
+                for row in x.rows() {
+                    squares.iter_mut().zip(row).zip(means).for_each(|((s, &v), m)| *s += (v as f64 - m).powi(2));
+                }
+                squares
+            }
+        };
+        cols.iter().map(|&c| squares[c] / n).collect()
+    }
+
+    /// The design of [`Design::new`] (the same values), built from the kept non-zero inputs
+    /// when there are any and the sparse form is exact, else by [`Design::new`].
+    pub fn design(&self, x: ArrayView2<f32>, cols: &[usize], mean: &Array1<f32>, scale: &Array1<f32>) -> Design {
+        let offset: Vec<f32> = (0..cols.len()).map(|j| mean[j] / scale[j]).collect();
+        let exact = offset.iter().all(|&m| -m < 10.0);
+        let Some((indptr, indices, values)) = &self.csr else {
+            return Design::new(x, cols, mean, scale);
+        };
+        if !exact || (values.len() as f64) >= SPARSE_BELOW * (x.nrows() * cols.len()).max(1) as f64 {
+            return Design::new(x, cols, mean, scale);
+        }
+        let mut to = vec![u32::MAX; x.ncols()];
+        for (j, &c) in cols.iter().enumerate() {
+            to[c] = j as u32;
+        }
+        let (mut ip, mut ix, mut vs) = (Vec::with_capacity(indptr.len()), Vec::with_capacity(values.len()), Vec::with_capacity(values.len()));
+        ip.push(0);
+        for i in 0..x.nrows() {
+            for p in indptr[i]..indptr[i + 1] {
+                let j = to[indices[p] as usize];
+                if j != u32::MAX {
+                    let j = j as usize;
+                    ix.push(j as u32);
+                    vs.push(((values[p] - mean[j]) / scale[j]).min(10.0) + offset[j]);
+                }
+            }
+            ip.push(ix.len());
+        }
+        Design::Sparse { n: x.nrows(), d: cols.len(), indptr: ip, indices: ix, values: vs, offset }
+    }
+}
+
 impl Design {
     /// Columns `cols` of `x`, z-scaled with `mean` / `scale` and clipped above at 10, in the form
     /// that is cheaper to multiply.
@@ -113,12 +223,11 @@ impl Design {
     /// Cell ranges for `threads` workers (one range when the matrix is too small to share).
     fn chunks(&self, threads: usize) -> Vec<std::ops::Range<usize>> {
         let n = self.n();
-        // Sharing a pass costs two thread starts; measured on 2 cores, it pays from about a
-        // million dense values (pancreas' 3.9 M: 0.40 → 0.26 s a fit; not pbmc68k_reduced's
-        // 0.37 M: 17 → 21 ms) and a quarter of a million sparse ones (onek1k's 0.63 M: 84 →
-        // 68 ms of solver, the machine idle).
+        // Sharing a pass costs a thread start; measured on 2 cores, it pays from about a
+        // quarter of a million values, dense or sparse (pbmc68k_reduced's 0.37 M dense: about 1 ms of a
+        // 19 ms fit; onek1k's 0.63 M sparse: 84 → 68 ms of solver, the machine idle).
         let shared = match self {
-            Design::Dense(z) => z.len() >= 1 << 20,
+            Design::Dense(z) => z.len() >= 1 << 18,
             Design::Sparse { values, .. } => values.len() >= 1 << 18,
         };
         let t = if shared { threads.clamp(1, n.max(1)) } else { 1 };
@@ -151,8 +260,9 @@ impl Design {
 
     /// `Rᵀ·Z` for per-cell residuals `r` (cells × a): a × d, partial sums per worker added in
     /// a fixed order.
+    #[cfg(test)]
     fn residuals_times(&self, r: ArrayView2<f32>, threads: usize) -> Array2<f32> {
-        let mut parts = self.shared(threads, |c| self.residuals_times_rows(r, c)).into_iter();
+        let mut parts = self.shared(threads, |c| self.residuals_times_rows(r.slice(ndarray::s![c.clone(), ..]), c)).into_iter();
         let mut total = parts.next().expect("one part at least");
         for p in parts {
             total += &p;
@@ -166,16 +276,17 @@ impl Design {
             Design::Dense(z) => z.slice(ndarray::s![rows, ..]).dot(&w.t()),
             Design::Sparse { indptr, indices, values, offset, .. } => {
                 let a = w.nrows();
-                let wt = w.t().as_standard_layout().into_owned(); // d × a
-                let wt = wt.as_slice().expect("standard layout");
                 let shift: Vec<f32> = w.rows().into_iter().map(|r| r.iter().zip(offset).map(|(x, m)| x * m).sum()).collect();
                 let mut out = Array2::<f32>::zeros((rows.len(), a));
-                for (i, mut o) in rows.zip(out.rows_mut()) {
-                    let o = o.as_slice_mut().expect("standard layout");
-                    o.iter_mut().zip(&shift).for_each(|(v, s)| *v = -s);
-                    for p in indptr[i]..indptr[i + 1] {
-                        let (v, row) = (values[p], &wt[indices[p] as usize * a..][..a]);
-                        o.iter_mut().zip(row).for_each(|(acc, x)| *acc += v * x);
+                // Classes in groups of at most 16, each group's weights gene-major in fixed-width
+                // lanes, so that the update of one non-zero value is a straight vector FMA (2.5–3×
+                // the speed of a loop over a run-time width).
+                for c0 in (0..a).step_by(16) {
+                    let group = c0..(c0 + 16).min(a);
+                    match group.len() {
+                        1..=4 => sparse_times::<4>(indptr, indices, values, w, &shift, group, rows.clone(), &mut out),
+                        5..=8 => sparse_times::<8>(indptr, indices, values, w, &shift, group, rows.clone(), &mut out),
+                        _ => sparse_times::<16>(indptr, indices, values, w, &shift, group, rows.clone(), &mut out),
                     }
                 }
                 out
@@ -183,23 +294,22 @@ impl Design {
         }
     }
 
-    /// `Rᵀ·Z` over the cells `rows` only.
+    /// `Rᵀ·Z` over the cells `rows` only, `r` holding those cells' residuals.
     fn residuals_times_rows(&self, r: ArrayView2<f32>, rows: std::ops::Range<usize>) -> Array2<f32> {
-        let r = r.slice(ndarray::s![rows.clone(), ..]);
         match self {
             Design::Dense(z) => r.t().dot(&z.slice(ndarray::s![rows, ..])),
             Design::Sparse { d, indptr, indices, values, offset, .. } => {
                 let a = r.ncols();
-                let mut gt = vec![0f32; d * a]; // d × a
-                for (i, ri) in rows.zip(r.rows()) {
-                    let ri = ri.to_slice().expect("standard layout");
-                    for p in indptr[i]..indptr[i + 1] {
-                        let v = values[p];
-                        gt[indices[p] as usize * a..][..a].iter_mut().zip(ri).for_each(|(acc, x)| *acc += v * x);
+                let mut g = Array2::<f32>::zeros((a, *d));
+                for c0 in (0..a).step_by(16) {
+                    let group = c0..(c0 + 16).min(a);
+                    match group.len() {
+                        1..=4 => sparse_residuals::<4>(indptr, indices, values, r, group, rows.clone(), &mut g),
+                        5..=8 => sparse_residuals::<8>(indptr, indices, values, r, group, rows.clone(), &mut g),
+                        _ => sparse_residuals::<16>(indptr, indices, values, r, group, rows.clone(), &mut g),
                     }
                 }
                 let sums = r.sum_axis(Axis(0));
-                let mut g = Array2::from_shape_vec((*d, a), gt).expect("d × a").reversed_axes().as_standard_layout().into_owned();
                 for (mut row, s) in g.rows_mut().into_iter().zip(sums.iter()) {
                     row.iter_mut().zip(offset).for_each(|(v, m)| *v -= s * m);
                 }
@@ -209,12 +319,74 @@ impl Design {
     }
 }
 
-/// `ln(1 + e^x)` without overflow.
-pub fn softplus(x: f64) -> f64 {
-    if x > 0.0 {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
+/// Columns `group` of `S·Wᵀ − 1·shiftᵀ` over the cells `rows`, into `out` (rows relative to
+/// `rows.start`), `A` lanes (`group.len() ≤ A`).
+#[allow(clippy::too_many_arguments)]
+fn sparse_times<const A: usize>(
+    indptr: &[usize],
+    indices: &[u32],
+    values: &[f32],
+    w: ArrayView2<f32>,
+    shift: &[f32],
+    group: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+    out: &mut Array2<f32>,
+) {
+    let d = w.ncols();
+    let mut wt = vec![[0f32; A]; d];
+    for (k, c) in group.clone().enumerate() {
+        for (lane, &v) in wt.iter_mut().zip(w.row(c)) {
+            lane[k] = v;
+        }
+    }
+    let mut start = [0f32; A];
+    for (k, c) in group.clone().enumerate() {
+        start[k] = -shift[c];
+    }
+    let first = rows.start;
+    for i in rows {
+        let mut acc = start;
+        for p in indptr[i]..indptr[i + 1] {
+            let (v, lane) = (values[p], &wt[indices[p] as usize]);
+            for k in 0..A {
+                acc[k] += v * lane[k];
+            }
+        }
+        for (k, c) in group.clone().enumerate() {
+            out[[i - first, c]] = acc[k];
+        }
+    }
+}
+
+/// Rows `group` of `Rᵀ·S` over the cells `rows` (residual rows indexed from `rows.start`),
+/// added into `g` (classes × genes), `A` lanes.
+fn sparse_residuals<const A: usize>(
+    indptr: &[usize],
+    indices: &[u32],
+    values: &[f32],
+    r: ArrayView2<f32>,
+    group: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+    g: &mut Array2<f32>,
+) {
+    let mut gt = vec![[0f32; A]; g.ncols()];
+    let first = rows.start;
+    for i in rows {
+        let mut ri = [0f32; A];
+        for (k, c) in group.clone().enumerate() {
+            ri[k] = r[[i - first, c]];
+        }
+        for p in indptr[i]..indptr[i + 1] {
+            let (v, lane) = (values[p], &mut gt[indices[p] as usize]);
+            for k in 0..A {
+                lane[k] += v * ri[k];
+            }
+        }
+    }
+    for (k, c) in group.enumerate() {
+        for (dst, lane) in g.row_mut(c).iter_mut().zip(&gt) {
+            *dst += lane[k];
+        }
     }
 }
 
@@ -244,18 +416,32 @@ fn evaluate(z: &Design, labels: &[u32], lambda: f64, classes: &[usize], thetas: 
     for (mut row, t) in w.rows_mut().into_iter().zip(thetas) {
         row.assign(&ndarray::ArrayView1::from(&t[..d]));
     }
-    let mut r = z.times_weights(w.view(), threads);
-    let mut loss = vec![0f64; a];
-    for (mut row, &y) in r.rows_mut().into_iter().zip(labels) {
-        for (j, v) in row.iter_mut().enumerate() {
-            let s = (*v + thetas[j][d]) as f64;
-            let pos = classes[j] == y as usize;
-            loss[j] += softplus(if pos { -s } else { s });
-            *v = ((sigmoid(s) - if pos { 1.0 } else { 0.0 }) / n as f64) as f32;
+    // Each worker takes its cells through scores, losses, residuals and their share of the
+    // gradient; the shares are added in range order.
+    let parts = z.shared(threads, |rows| {
+        let mut r = z.times_weights_rows(w.view(), rows.clone());
+        let mut loss = vec![0f64; a];
+        for (mut row, &y) in r.rows_mut().into_iter().zip(&labels[rows.clone()]) {
+            for (j, v) in row.iter_mut().enumerate() {
+                let s = (*v + thetas[j][d]) as f64;
+                let pos = classes[j] == y as usize;
+                // One exponential serves the loss and σ(s): with e = e^{−|s|},
+                // log(1 + e^{∓s}) = max(∓s, 0) + ln(1 + e) and σ(s) = 1/(1 + e) or e/(1 + e).
+                let e = (-s.abs()).exp();
+                loss[j] += (if pos { -s } else { s }).max(0.0) + e.ln_1p();
+                let p = if s >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+                *v = ((p - if pos { 1.0 } else { 0.0 }) / n as f64) as f32;
+            }
         }
+        (loss, r.sum_axis(Axis(0)), z.residuals_times_rows(r.view(), rows))
+    });
+    let mut parts = parts.into_iter();
+    let (mut loss, mut gb, mut gw) = parts.next().expect("one part at least");
+    for (l, b, g) in parts {
+        loss.iter_mut().zip(l).for_each(|(x, y)| *x += y);
+        gb += &b;
+        gw += &g;
     }
-    let gw = z.residuals_times(r.view(), threads);
-    let gb = r.sum_axis(Axis(0));
     (0..a)
         .map(|j| {
             let wj = &thetas[j][..d];
@@ -347,23 +533,53 @@ mod tests {
             let want = ((x[[i, j]] - mean[j]) / scale[j]).min(10.0);
             assert!((dense[[i, j]] - want).abs() < 1e-5, "z[{i},{j}] = {} not {want}", dense[[i, j]]);
         }
-        let w = Array2::from_shape_fn((2, 30), |(a, j)| ((a * 7 + j * 3) % 5) as f32 - 2.0);
-        let r = Array2::from_shape_fn((200, 2), |(i, a)| ((i + a) % 4) as f32 * 0.1 - 0.15);
         let close = |p: &Array2<f32>, q: &Array2<f32>| p.iter().zip(q).all(|(a, b)| (a - b).abs() < 1e-3 * (1.0 + b.abs()));
         let dd = Design::Dense(dense.clone());
-        assert!(close(&sparse.times_weights(w.view(), 1), &dd.times_weights(w.view(), 1)));
-        assert!(close(&sparse.residuals_times(r.view(), 1), &dd.residuals_times(r.view(), 1)));
+        // Every lane width of the sparse kernels, and more classes than one group holds.
+        for classes in [2, 6, 11, 20] {
+            let w = Array2::from_shape_fn((classes, 30), |(a, j)| ((a * 7 + j * 3) % 5) as f32 - 2.0);
+            let r = Array2::from_shape_fn((200, classes), |(i, a)| ((i + a) % 4) as f32 * 0.1 - 0.15);
+            assert!(close(&sparse.times_weights(w.view(), 1), &dd.times_weights(w.view(), 1)), "{classes} classes");
+            assert!(close(&sparse.residuals_times(r.view(), 1), &dd.residuals_times(r.view(), 1)), "{classes} classes");
+        }
+        let w = Array2::from_shape_fn((2, 30), |(a, j)| ((a * 7 + j * 3) % 5) as f32 - 2.0);
+        let r = Array2::from_shape_fn((200, 2), |(i, a)| ((i + a) % 4) as f32 * 0.1 - 0.15);
         // Shared among workers (row ranges), the products are the same.
         for t in [2, 3] {
             assert_eq!(dd.chunks(t).len(), 1, "too small to share");
         }
-        let whole = dd.residuals_times_rows(r.view(), 0..200);
-        let split = dd.residuals_times_rows(r.view(), 0..77) + dd.residuals_times_rows(r.view(), 77..200);
+        let part = |rows: std::ops::Range<usize>| dd.residuals_times_rows(r.slice(ndarray::s![rows.clone(), ..]), rows);
+        let whole = part(0..200);
+        let split = part(0..77) + part(77..200);
         assert!(close(&whole, &split));
         let top = sparse.times_weights_rows(w.view(), 0..77);
         assert!(close(&top, &sparse.times_weights(w.view(), 1).slice(ndarray::s![0..77, ..]).to_owned()));
         let keep = [1, 4, 20];
         assert!(close(&sparse.select(&keep).to_dense(), &dense.select(Axis(1), &keep)));
+    }
+
+    #[test]
+    fn one_scan_gives_the_scaler_and_design_of_the_direct_computation() {
+        let dense_data = Array2::from_shape_fn((150, 20), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.3 + 0.1);
+        let (sparse_data, _) = sparse_data(200, 30, 3);
+        // Dense from the first rows on; sparse throughout; sparse rows then dense ones (the
+        // collection stops at the limit).
+        let mut mixed = sparse_data.clone();
+        mixed.slice_mut(ndarray::s![120.., ..]).fill(1.5);
+        for (x, kept) in [(dense_data, false), (sparse_data, true), (mixed, false)] {
+            let scan = Scan::new(x.view());
+            assert_eq!(scan.csr.is_some(), kept);
+            let (cols, mean, scale) = scaler(&x);
+            let sums = x.map(|&v| v as f64).sum_axis(Axis(0));
+            assert!(scan.sums.iter().zip(&sums).all(|(a, b)| (a - b).abs() < 1e-9 * (1.0 + b.abs())));
+            let means: Vec<f64> = scan.sums.iter().map(|s| s / x.nrows() as f64).collect();
+            let var = scan.variances(x.view(), &cols, &means);
+            assert!(var.iter().zip(&scale).all(|(v, s)| (v.sqrt() as f32 - s).abs() < 1e-5 || (*v == 0.0 && *s == 1.0)));
+            let want = Design::new(x.view(), &cols, &mean, &scale);
+            let got = scan.design(x.view(), &cols, &mean, &scale);
+            assert_eq!(matches!(got, Design::Sparse { .. }), matches!(want, Design::Sparse { .. }));
+            assert_eq!(got.to_dense(), want.to_dense());
+        }
     }
 
     #[test]
