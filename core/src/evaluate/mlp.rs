@@ -63,9 +63,14 @@ impl Adam {
         }
         self.t += 1;
         let (c1, c2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));
+        // Gradients under 1e-14 (whose step, under ε = 1e-8, is at most 1e-6 × lr) count as 0,
+        // and moments decaying under 1e-30 are set to 0, so that none becomes a subnormal
+        // float (slow in WebAssembly; see `flushed_exp`).
+        let flush = |v: f32| if v.abs() < 1e-30 { 0.0 } else { v };
         for i in 0..params.len() {
-            self.m[i] = b1 * self.m[i] + (1.0 - b1) * grad[i];
-            self.v[i] = b2 * self.v[i] + (1.0 - b2) * grad[i] * grad[i];
+            let g = if grad[i].abs() < 1e-14 { 0.0 } else { grad[i] };
+            self.m[i] = flush(b1 * self.m[i] + (1.0 - b1) * g);
+            self.v[i] = flush(b2 * self.v[i] + (1.0 - b2) * g * g);
             params[i] -= lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + eps);
         }
     }
@@ -231,5 +236,26 @@ mod tests {
         let p = MlpParams { batch: 100, epochs: 200, max_steps: 600, ..Default::default() };
         assert_eq!(p.steps(3), 200);
         assert_eq!(p.steps(250), 600);
+    }
+
+    /// Neither the softmax gradient of a fitted model nor Adam's moments hold subnormal
+    /// floats (each costs ~100× in WebAssembly, which cannot flush them to zero).
+    #[test]
+    fn no_subnormal_floats_once_the_loss_vanishes() {
+        let normal_or_zero = |v: f32| v == 0.0 || v.abs() >= f32::MIN_POSITIVE;
+        // Margins of 30 to 120 between the right logit and the others.
+        let logits = Array2::from_shape_fn((4, 3), |(i, j)| if j == i % 3 { 30.0 * (i + 1) as f32 } else { 0.0 });
+        let (g, loss) = softmax_xent_grad(logits, &[0, 1, 2, 0]);
+        assert!(loss >= 0.0 && loss < 1e-12, "loss {loss}");
+        assert!(g.iter().all(|&v| normal_or_zero(v)), "{g:?}");
+        let mut adam = Adam { m: vec![], v: vec![], t: 0 };
+        let mut params = vec![0.5f32; 4];
+        adam.step(&mut params, &[1e-3, 1e-10, 1e-16, 1e-30], 1e-3);
+        for _ in 0..2000 {
+            adam.step(&mut params, &[0.0; 4], 1e-3);
+            assert!(adam.m.iter().chain(&adam.v).all(|&v| normal_or_zero(v)), "m {:?} v {:?}", adam.m, adam.v);
+        }
+        // Gradients at or above 1e-14 still count.
+        assert!(params[1] < 0.5 && params[2] == 0.5 && params[3] == 0.5);
     }
 }

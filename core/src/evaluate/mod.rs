@@ -98,14 +98,33 @@ pub(crate) fn softmax_xent_grad(logits: Array2<f32>, labels: &[u32]) -> (Array2<
     let mut loss = 0.0f64;
     for (mut row, &y) in g.rows_mut().into_iter().zip(labels) {
         let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        row.mapv_inplace(|v| (v - m).exp());
+        let zy = row[y as usize] - m;
+        row.mapv_inplace(|v| flushed_exp(v - m));
+        // s ≥ 1 (the largest logit contributes e⁰); the loss in log space needs no tiny logarithm.
         let s: f32 = row.sum();
-        loss += (s.ln() - (row[y as usize].ln())) as f64;
+        loss += (s.ln() - zy) as f64;
         row.mapv_inplace(|v| v / s);
         row[y as usize] -= 1.0;
         row.mapv_inplace(|v| v / n);
     }
     (g, loss / n as f64)
+}
+
+/// `e^t` for `t ≤ 0`, or 0 once it is below 1e-20 (`t < −46`).
+///
+/// Once a classifier fits its training cells, the probabilities of the wrong classes and the
+/// gradients built from them keep shrinking and end as subnormal floats. WebAssembly has no
+/// flush-to-zero mode, and there each operation on a subnormal costs about a hundred times
+/// more: the browser's MLP on 1 000 cells × 14 000 genes went from 0.1 to 0.8 s a step once its
+/// loss reached 0 (476 s for its 600 steps). A probability under 1e-20 changes nothing an f32
+/// step can show, so it is 0 from the start.
+#[inline]
+pub(crate) fn flushed_exp(t: f32) -> f32 {
+    if t < -46.0 {
+        0.0
+    } else {
+        t.exp()
+    }
 }
 
 #[cfg(test)]
