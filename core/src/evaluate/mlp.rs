@@ -246,7 +246,7 @@ mod tests {
         // Margins of 30 to 120 between the right logit and the others.
         let logits = Array2::from_shape_fn((4, 3), |(i, j)| if j == i % 3 { 30.0 * (i + 1) as f32 } else { 0.0 });
         let (g, loss) = softmax_xent_grad(logits, &[0, 1, 2, 0]);
-        assert!(loss >= 0.0 && loss < 1e-12, "loss {loss}");
+        assert!((0.0..1e-12).contains(&loss), "loss {loss}");
         assert!(g.iter().all(|&v| normal_or_zero(v)), "{g:?}");
         let mut adam = Adam { m: vec![], v: vec![], t: 0 };
         let mut params = vec![0.5f32; 4];
