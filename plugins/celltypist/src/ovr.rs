@@ -46,7 +46,6 @@ impl Scan {
                     let start = indices.len();
                     indices.resize(start + g, 0);
                     values.resize(start + g, 0.0);
-                    let mut end = start;
                     let (ix, vs) = (&mut indices[start..], &mut values[start..]);
                     let mut k = 0;
                     for (j, &v) in row.iter().enumerate() {
@@ -54,7 +53,7 @@ impl Scan {
                         vs[k] = v;
                         k += (v != 0.0) as usize;
                     }
-                    end += k;
+                    let end = start + k;
                     indices.truncate(end);
                     values.truncate(end);
                     for (&j, &v) in indices[start..].iter().zip(&values[start..]) {
