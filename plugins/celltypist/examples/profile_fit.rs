@@ -1,5 +1,5 @@
 //! Times the celltypist plugin's fit on a `scdd bench evaluate` directory (meta.json, train.f32).
-//! cargo run --release -p scdd-plugin-celltypist --example profile_fit -- DIR [CONFIG_JSON]
+//! [REPEAT=k] cargo run --release -p scdd-plugin-celltypist --example profile_fit -- DIR [CONFIG_JSON]
 use scdd_plugin_api::{Evaluator, FitData, Matrix};
 use scdd_plugin_celltypist::CellTypist;
 
@@ -17,8 +17,14 @@ fn main() {
     classes.dedup();
     let labels: Vec<u32> = names.iter().map(|c| classes.binary_search(c).unwrap() as u32).collect();
     let class_names: Vec<&str> = classes.iter().map(|s| s.as_str()).collect();
-    let mut m = CellTypist::create(args.get(2).map(|s| s.as_str()).unwrap_or("{}"), 0).unwrap();
-    let t = std::time::Instant::now();
-    m.fit(&FitData { x: Matrix { data: &x, n_cells: n, n_genes: genes.len() }, counts: None, labels: &labels, class_names, gene_names: vec![] }).unwrap();
-    println!("{}: {n} cells × {} genes, {} classes: fit {:.3} s", dir.display(), genes.len(), classes.len(), t.elapsed().as_secs_f64());
+    // REPEAT=k: k fits, the fastest reported (for profilers).
+    let repeat: usize = std::env::var("REPEAT").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat {
+        let mut m = CellTypist::create(args.get(2).map(|s| s.as_str()).unwrap_or("{}"), 0).unwrap();
+        let t = std::time::Instant::now();
+        m.fit(&FitData { x: Matrix { data: &x, n_cells: n, n_genes: genes.len() }, counts: None, labels: &labels, class_names: class_names.clone(), gene_names: vec![] }).unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!("{}: {n} cells × {} genes, {} classes: fit {:.4} s (fastest of {repeat})", dir.display(), genes.len(), classes.len(), best);
 }

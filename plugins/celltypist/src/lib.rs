@@ -28,6 +28,7 @@ use scdd_plugin_api::{export_plugin, Evaluator, FitData, PredictData, SCDD_NEEDS
 use ovr::{sigmoid, Design, Scan};
 use serde::Deserialize;
 
+mod kernels;
 pub mod ovr;
 
 /// The plugin's JSON config; every field optional (CellTypist's defaults).

@@ -9,6 +9,9 @@
 //! the clip), so `Z = S − 1mᵀ` exactly, with `S` holding only the cells where the input is
 //! non-zero. Products with `Z` then cost in proportion to the non-zero values.
 use ndarray::{Array1, Array2, ArrayView2, Axis};
+use crate::kernels;
+use std::ops::Range;
+use std::sync::{mpsc, Arc};
 use scdd_core::evaluate::Lbfgs;
 
 /// Below this fraction of non-zero values the sparse form is used (a sparse product costs a few
@@ -105,7 +108,8 @@ impl Scan {
         let offset: Vec<f32> = (0..cols.len()).map(|j| mean[j] / scale[j]).collect();
         let exact = offset.iter().all(|&m| -m < 10.0);
         let Some((indptr, indices, values)) = &self.csr else {
-            return Design::new(x, cols, mean, scale);
+            // The scan found the input dense.
+            return Design::dense(x, cols, mean, scale);
         };
         if !exact || (values.len() as f64) >= SPARSE_BELOW * (x.nrows() * cols.len()).max(1) as f64 {
             return Design::new(x, cols, mean, scale);
@@ -141,13 +145,7 @@ impl Design {
         let exact = offset.iter().all(|&m| -m < 10.0);
         let z = |v: f32, j: usize| ((v - mean[j]) / scale[j]).min(10.0);
         if !exact || (nnz as f64) >= SPARSE_BELOW * (x.nrows() * cols.len()).max(1) as f64 {
-            let mut out = Array2::<f32>::zeros((x.nrows(), cols.len()));
-            for (mut o, row) in out.rows_mut().into_iter().zip(x.rows()) {
-                for (j, &c) in cols.iter().enumerate() {
-                    o[j] = z(row[c], j);
-                }
-            }
-            return Design::Dense(out);
+            return Design::dense(x, cols, mean, scale);
         }
         let (mut indptr, mut indices, mut values) = (Vec::with_capacity(x.nrows() + 1), Vec::with_capacity(nnz), Vec::with_capacity(nnz));
         indptr.push(0);
@@ -162,6 +160,29 @@ impl Design {
             indptr.push(indices.len());
         }
         Design::Sparse { n: x.nrows(), d: cols.len(), indptr, indices, values, offset }
+    }
+
+    /// The dense form of [`Design::new`].
+    fn dense(x: ArrayView2<f32>, cols: &[usize], mean: &Array1<f32>, scale: &Array1<f32>) -> Design {
+        let mut out = Array2::<f32>::zeros((x.nrows(), cols.len()));
+        let (mean, scale) = (mean.as_slice().expect("contiguous"), scale.as_slice().expect("contiguous"));
+        for (mut o, row) in out.rows_mut().into_iter().zip(x.rows()) {
+            let o = o.as_slice_mut().expect("standard layout");
+            match row.as_slice() {
+                // Every gene kept (`cols` ascending): straight runs, which vectorise.
+                Some(row) if cols.len() == row.len() => {
+                    for (((o, &v), m), s) in o.iter_mut().zip(row).zip(mean).zip(scale) {
+                        *o = ((v - m) / s).min(10.0);
+                    }
+                }
+                _ => {
+                    for (j, &c) in cols.iter().enumerate() {
+                        o[j] = ((row[c] - mean[j]) / scale[j]).min(10.0);
+                    }
+                }
+            }
+        }
+        Design::Dense(out)
     }
 
     pub fn n(&self) -> usize {
@@ -197,7 +218,7 @@ impl Design {
     /// The columns `keep` (ascending), in the same form.
     pub fn select(&self, keep: &[usize]) -> Design {
         match self {
-            Design::Dense(z) => Design::Dense(z.select(Axis(1), keep)),
+            Design::Dense(z) => Design::Dense(z.select(Axis(1), keep).as_standard_layout().into_owned()),
             Design::Sparse { n, indptr, indices, values, offset, .. } => {
                 let mut new_col = vec![u32::MAX; offset.len()];
                 for (to, &from) in keep.iter().enumerate() {
@@ -271,121 +292,39 @@ impl Design {
 
     /// Rows `rows` of `Z·Wᵀ`.
     fn times_weights_rows(&self, w: ArrayView2<f32>, rows: std::ops::Range<usize>) -> Array2<f32> {
+        let mut out = Array2::<f32>::zeros((rows.len(), w.nrows()));
         match self {
-            Design::Dense(z) => z.slice(ndarray::s![rows, ..]).dot(&w.t()),
+            Design::Dense(z) => {
+                let d = z.ncols();
+                let z = z.as_slice().expect("a dense design is held in standard layout");
+                kernels::dense_times(&z[rows.start * d..rows.end * d], w, &mut out);
+            }
             Design::Sparse { indptr, indices, values, offset, .. } => {
-                let a = w.nrows();
                 let shift: Vec<f32> = w.rows().into_iter().map(|r| r.iter().zip(offset).map(|(x, m)| x * m).sum()).collect();
-                let mut out = Array2::<f32>::zeros((rows.len(), a));
-                // Classes in groups of at most 16, each group's weights gene-major in fixed-width
-                // lanes, so that the update of one non-zero value is a straight vector FMA (2.5–3×
-                // the speed of a loop over a run-time width).
-                for c0 in (0..a).step_by(16) {
-                    let group = c0..(c0 + 16).min(a);
-                    match group.len() {
-                        1..=4 => sparse_times::<4>(indptr, indices, values, w, &shift, group, rows.clone(), &mut out),
-                        5..=8 => sparse_times::<8>(indptr, indices, values, w, &shift, group, rows.clone(), &mut out),
-                        _ => sparse_times::<16>(indptr, indices, values, w, &shift, group, rows.clone(), &mut out),
-                    }
-                }
-                out
+                kernels::sparse_times(indptr, indices, values, w, &shift, rows, &mut out);
             }
         }
+        out
     }
 
     /// `Rᵀ·Z` over the cells `rows` only, `r` holding those cells' residuals.
     fn residuals_times_rows(&self, r: ArrayView2<f32>, rows: std::ops::Range<usize>) -> Array2<f32> {
+        let mut g = Array2::<f32>::zeros((r.ncols(), self.d()));
         match self {
-            Design::Dense(z) => r.t().dot(&z.slice(ndarray::s![rows, ..])),
-            Design::Sparse { d, indptr, indices, values, offset, .. } => {
-                let a = r.ncols();
-                let mut g = Array2::<f32>::zeros((a, *d));
-                for c0 in (0..a).step_by(16) {
-                    let group = c0..(c0 + 16).min(a);
-                    match group.len() {
-                        1..=4 => sparse_residuals::<4>(indptr, indices, values, r, group, rows.clone(), &mut g),
-                        5..=8 => sparse_residuals::<8>(indptr, indices, values, r, group, rows.clone(), &mut g),
-                        _ => sparse_residuals::<16>(indptr, indices, values, r, group, rows.clone(), &mut g),
-                    }
-                }
+            Design::Dense(z) => {
+                let d = z.ncols();
+                let z = z.as_slice().expect("a dense design is held in standard layout");
+                kernels::dense_residuals(&z[rows.start * d..rows.end * d], r, &mut g);
+            }
+            Design::Sparse { indptr, indices, values, offset, .. } => {
+                kernels::sparse_residuals(indptr, indices, values, r, rows, &mut g);
                 let sums = r.sum_axis(Axis(0));
                 for (mut row, s) in g.rows_mut().into_iter().zip(sums.iter()) {
                     row.iter_mut().zip(offset).for_each(|(v, m)| *v -= s * m);
                 }
-                g
             }
         }
-    }
-}
-
-/// Columns `group` of `S·Wᵀ − 1·shiftᵀ` over the cells `rows`, into `out` (rows relative to
-/// `rows.start`), `A` lanes (`group.len() ≤ A`).
-#[allow(clippy::too_many_arguments)]
-fn sparse_times<const A: usize>(
-    indptr: &[usize],
-    indices: &[u32],
-    values: &[f32],
-    w: ArrayView2<f32>,
-    shift: &[f32],
-    group: std::ops::Range<usize>,
-    rows: std::ops::Range<usize>,
-    out: &mut Array2<f32>,
-) {
-    let d = w.ncols();
-    let mut wt = vec![[0f32; A]; d];
-    for (k, c) in group.clone().enumerate() {
-        for (lane, &v) in wt.iter_mut().zip(w.row(c)) {
-            lane[k] = v;
-        }
-    }
-    let mut start = [0f32; A];
-    for (k, c) in group.clone().enumerate() {
-        start[k] = -shift[c];
-    }
-    let first = rows.start;
-    for i in rows {
-        let mut acc = start;
-        for p in indptr[i]..indptr[i + 1] {
-            let (v, lane) = (values[p], &wt[indices[p] as usize]);
-            for k in 0..A {
-                acc[k] += v * lane[k];
-            }
-        }
-        for (k, c) in group.clone().enumerate() {
-            out[[i - first, c]] = acc[k];
-        }
-    }
-}
-
-/// Rows `group` of `Rᵀ·S` over the cells `rows` (residual rows indexed from `rows.start`),
-/// added into `g` (classes × genes), `A` lanes.
-fn sparse_residuals<const A: usize>(
-    indptr: &[usize],
-    indices: &[u32],
-    values: &[f32],
-    r: ArrayView2<f32>,
-    group: std::ops::Range<usize>,
-    rows: std::ops::Range<usize>,
-    g: &mut Array2<f32>,
-) {
-    let mut gt = vec![[0f32; A]; g.ncols()];
-    let first = rows.start;
-    for i in rows {
-        let mut ri = [0f32; A];
-        for (k, c) in group.clone().enumerate() {
-            ri[k] = r[[i - first, c]];
-        }
-        for p in indptr[i]..indptr[i + 1] {
-            let (v, lane) = (values[p], &mut gt[indices[p] as usize]);
-            for k in 0..A {
-                lane[k] += v * ri[k];
-            }
-        }
-    }
-    for (k, c) in group.enumerate() {
-        for (dst, lane) in g.row_mut(c).iter_mut().zip(&gt) {
-            *dst += lane[k];
-        }
+        g
     }
 }
 
@@ -407,34 +346,94 @@ pub struct OvrFit {
     pub passes: usize,
 }
 
+/// One worker's share of a pass: per-class loss sums, residual sums (the intercepts' gradient)
+/// and `Rᵀ·Z` over its cells.
+type Share = (Vec<f64>, Array1<f32>, Array2<f32>);
+
+/// The work of one pass over a range of cells.
+type Job<'a> = Arc<dyn Fn(Range<usize>) -> Share + Send + Sync + 'a>;
+
+/// Worker threads kept for all the passes of a fit, one per cell range after the first (which
+/// the calling thread takes). A pass is a few hundred microseconds on a small matrix; starting
+/// threads for each cost a sizeable part of it, and a new thread may start on a core whose
+/// cache does not hold its cells.
+struct Crew<'a> {
+    ranges: Vec<Range<usize>>,
+    jobs: Vec<mpsc::Sender<Job<'a>>>,
+    shares: mpsc::Receiver<(usize, Share)>,
+}
+
+impl<'a> Crew<'a> {
+    /// Workers for the cell ranges of [`Design::chunks`], started in `scope`.
+    fn new<'s>(scope: &'s std::thread::Scope<'s, 'a>, z: &Design, threads: usize) -> Crew<'a> {
+        let ranges = z.chunks(threads);
+        let (done, shares) = mpsc::channel();
+        let jobs = (1..ranges.len())
+            .map(|idx| {
+                let (tx, rx) = mpsc::channel::<Job<'a>>();
+                let (range, done) = (ranges[idx].clone(), done.clone());
+                scope.spawn(move || {
+                    for job in rx {
+                        if done.send((idx, job(range.clone()))).is_err() {
+                            break;
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
+        Crew { ranges, jobs, shares }
+    }
+
+    /// `job` over every range, the shares in range order.
+    fn run(&self, job: Job<'a>) -> Vec<Share> {
+        for tx in &self.jobs {
+            tx.send(job.clone()).expect("a worker of the fit stopped");
+        }
+        let first = job(self.ranges[0].clone());
+        let mut rest: Vec<(usize, Share)> = (0..self.jobs.len()).map(|_| self.shares.recv().expect("a worker of the fit stopped")).collect();
+        rest.sort_by_key(|(idx, _)| *idx);
+        std::iter::once(first).chain(rest.into_iter().map(|(_, s)| s)).collect()
+    }
+}
+
 /// Objectives and gradients (`[w, b]`) of the binary problems of `classes` at `thetas`: class `c`
 /// against the rest, `mean_i log(1 + e^{−s_i(w·z_i + b)}) + λ/2‖w‖²`.
-fn evaluate(z: &Design, labels: &[u32], lambda: f64, classes: &[usize], thetas: &[&[f32]], threads: usize) -> Vec<(f64, Vec<f32>)> {
+fn evaluate<'a>(z: &'a Design, labels: &'a [u32], lambda: f64, classes: &[usize], thetas: &[&[f32]], crew: &Crew<'a>) -> Vec<(f64, Vec<f32>)> {
     let (n, d, a) = (z.n(), z.d(), classes.len());
     let mut w = Array2::<f32>::zeros((a, d));
     for (mut row, t) in w.rows_mut().into_iter().zip(thetas) {
         row.assign(&ndarray::ArrayView1::from(&t[..d]));
     }
+    let intercepts: Vec<f32> = thetas.iter().map(|t| t[d]).collect();
+    let classes = classes.to_vec();
     // Each worker takes its cells through scores, losses, residuals and their share of the
     // gradient; the shares are added in range order.
-    let parts = z.shared(threads, |rows| {
+    let job: Job<'a> = Arc::new(move |rows: Range<usize>| {
         let mut r = z.times_weights_rows(w.view(), rows.clone());
+        let m = r.len();
+        let mut s = vec![0f64; m];
+        for (s, (v, b)) in s.iter_mut().zip(r.iter().zip(intercepts.iter().cycle())) {
+            *s = (v + b) as f64;
+        }
+        // One exponential and one logarithm serve the loss and σ(s): with e = e^{−|s|},
+        // log(1 + e^{∓s}) = max(∓s, 0) + ln(1 + e) and σ(s) = 1/(1 + e) or e/(1 + e).
+        let (mut e, mut l) = (vec![0f64; m], vec![0f64; m]);
+        kernels::soft_terms(&s, &mut e, &mut l);
         let mut loss = vec![0f64; a];
-        for (mut row, &y) in r.rows_mut().into_iter().zip(&labels[rows.clone()]) {
-            for (j, v) in row.iter_mut().enumerate() {
-                let s = (*v + thetas[j][d]) as f64;
-                let pos = classes[j] == y as usize;
-                // One exponential serves the loss and σ(s): with e = e^{−|s|},
-                // log(1 + e^{∓s}) = max(∓s, 0) + ln(1 + e) and σ(s) = 1/(1 + e) or e/(1 + e).
-                let e = (-s.abs()).exp();
-                loss[j] += (if pos { -s } else { s }).max(0.0) + e.ln_1p();
+        let rr = r.as_slice_mut().expect("standard layout");
+        for (i, &y) in labels[rows.clone()].iter().enumerate() {
+            for (j, &c) in classes.iter().enumerate() {
+                let (s, e, l) = (s[i * a + j], e[i * a + j], l[i * a + j]);
+                let pos = c == y as usize;
+                loss[j] += (if pos { -s } else { s }).max(0.0) + l;
                 let p = if s >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-                *v = ((p - if pos { 1.0 } else { 0.0 }) / n as f64) as f32;
+                rr[i * a + j] = ((p - if pos { 1.0 } else { 0.0 }) / n as f64) as f32;
             }
         }
         (loss, r.sum_axis(Axis(0)), z.residuals_times_rows(r.view(), rows))
     });
-    let mut parts = parts.into_iter();
+    let mut parts = crew.run(job).into_iter();
     let (mut loss, mut gb, mut gw) = parts.next().expect("one part at least");
     for (l, b, g) in parts {
         loss.iter_mut().zip(l).for_each(|(x, y)| *x += y);
@@ -458,41 +457,46 @@ fn evaluate(z: &Design, labels: &[u32], lambda: f64, classes: &[usize], thetas: 
 /// criterion. A class with no training cell gets the all-negative problem like any other.
 /// `threads` workers share each pass over the cells.
 pub fn fit(z: &Design, labels: &[u32], k: usize, c: f64, max_iter: usize, tol: f64, threads: usize) -> OvrFit {
-    let (n, d) = (z.n(), z.d());
-    let lambda = 1.0 / (c * n as f64);
-    let all: Vec<usize> = (0..k).collect();
-    let zero = vec![0f32; d + 1];
-    let start = evaluate(z, labels, lambda, &all, &vec![zero.as_slice(); k], threads);
-    let mut states: Vec<Lbfgs> = start.into_iter().map(|(f, g)| Lbfgs::new(zero.clone(), f, g, max_iter, tol)).collect();
-    let mut passes = 1;
-    loop {
-        let mut running = Vec::new();
-        let mut trials = Vec::new();
-        for (c, s) in states.iter_mut().enumerate() {
-            if let Some(t) = s.trial() {
-                running.push(c);
-                trials.push(t.to_vec());
+    std::thread::scope(|scope| {
+        let crew = Crew::new(scope, z, threads);
+        let (n, d) = (z.n(), z.d());
+        let lambda = 1.0 / (c * n as f64);
+        let all: Vec<usize> = (0..k).collect();
+        let zero = vec![0f32; d + 1];
+        let start = evaluate(z, labels, lambda, &all, &vec![zero.as_slice(); k], &crew);
+        let mut states: Vec<Lbfgs> = start.into_iter().map(|(f, g)| Lbfgs::new(zero.clone(), f, g, max_iter, tol)).collect();
+        let mut passes = 1;
+        loop {
+            let mut running = Vec::new();
+            let mut trials = Vec::new();
+            for (c, s) in states.iter_mut().enumerate() {
+                if let Some(t) = s.trial() {
+                    running.push(c);
+                    trials.push(t.to_vec());
+                }
             }
+            if running.is_empty() {
+                break;
+            }
+            let views: Vec<&[f32]> = trials.iter().map(|t| t.as_slice()).collect();
+            for (c, (f, g)) in running.iter().zip(evaluate(z, labels, lambda, &running, &views, &crew)) {
+                states[*c].report(f, g);
+            }
+            passes += 1;
         }
-        if running.is_empty() {
-            break;
+        // Dropping the crew ends its workers; the scope waits for them.
+        drop(crew);
+        let mut w = Array2::<f32>::zeros((k, d));
+        let mut b = Array1::<f32>::zeros(k);
+        let mut iterations = Vec::with_capacity(k);
+        for (c, s) in states.into_iter().enumerate() {
+            let r = s.result();
+            w.row_mut(c).assign(&ndarray::ArrayView1::from(&r.theta[..d]));
+            b[c] = r.theta[d];
+            iterations.push(r.iterations);
         }
-        let views: Vec<&[f32]> = trials.iter().map(|t| t.as_slice()).collect();
-        for (c, (f, g)) in running.iter().zip(evaluate(z, labels, lambda, &running, &views, threads)) {
-            states[*c].report(f, g);
-        }
-        passes += 1;
-    }
-    let mut w = Array2::<f32>::zeros((k, d));
-    let mut b = Array1::<f32>::zeros(k);
-    let mut iterations = Vec::with_capacity(k);
-    for (c, s) in states.into_iter().enumerate() {
-        let r = s.result();
-        w.row_mut(c).assign(&ndarray::ArrayView1::from(&r.theta[..d]));
-        b[c] = r.theta[d];
-        iterations.push(r.iterations);
-    }
-    OvrFit { w, b, iterations, passes }
+        OvrFit { w, b, iterations, passes }
+    })
 }
 
 #[cfg(test)]
