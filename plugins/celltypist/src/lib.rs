@@ -228,12 +228,16 @@ impl CellTypist {
             let passes = self.sgd_passes(labels, k, rng);
             fit_sgd(&z.to_dense(), labels, k, self.config.alpha, &passes)
         } else {
-            let threads = match self.config.threads {
-                0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-                t => t,
-            };
-            let fit = ovr::fit(z, labels, k, self.config.c, self.config.iterations(labels.len()), self.config.tol, threads);
+            let fit = ovr::fit(z, labels, k, self.config.c, self.config.iterations(labels.len()), self.config.tol, self.threads());
             (fit.w, fit.b)
+        }
+    }
+
+    /// Worker threads for a fit: the configured number, or one per core.
+    fn threads(&self) -> usize {
+        match self.config.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            t => t,
         }
     }
 

@@ -373,7 +373,7 @@ impl<'a> Crew<'a> {
                 let (tx, rx) = mpsc::channel::<Job<'a>>();
                 let (range, done) = (ranges[idx].clone(), done.clone());
                 scope.spawn(move || {
-                    for job in rx {
+                    while let Ok(job) = spin_recv(&rx) {
                         if done.send((idx, job(range.clone()))).is_err() {
                             break;
                         }
@@ -391,10 +391,24 @@ impl<'a> Crew<'a> {
             tx.send(job.clone()).expect("a worker of the fit stopped");
         }
         let first = job(self.ranges[0].clone());
-        let mut rest: Vec<(usize, Share)> = (0..self.jobs.len()).map(|_| self.shares.recv().expect("a worker of the fit stopped")).collect();
+        let mut rest: Vec<(usize, Share)> = (0..self.jobs.len()).map(|_| spin_recv(&self.shares).expect("a worker of the fit stopped")).collect();
         rest.sort_by_key(|(idx, _)| *idx);
         std::iter::once(first).chain(rest.into_iter().map(|(_, s)| s)).collect()
     }
+}
+
+/// The next message, waited for by spinning for up to about 50 µs before sleeping: between
+/// two passes the workers wait for the L-BFGS steps (tens of microseconds), and waking a
+/// sleeping thread costs as much.
+fn spin_recv<T>(rx: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
+    for _ in 0..1000 {
+        match rx.try_recv() {
+            Ok(v) => return Ok(v),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+            Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+        }
+    }
+    rx.recv()
 }
 
 /// Objectives and gradients (`[w, b]`) of the binary problems of `classes` at `thetas`: class `c`
