@@ -43,6 +43,13 @@ pub struct Args {
     /// the real cluster it stands for; 0 = off.
     #[arg(long, default_value_t = DistillParams::default().gene_weight)]
     pub gene_weight: f64,
+    /// Weight of the KIP term: ridge regression fit on the decoded cells must predict the
+    /// labels of real cells (gene space); 0 = off
+    #[arg(long, default_value_t = DistillParams::default().kip_weight)]
+    pub kip_weight: f64,
+    /// The KIP term's ridge, relative to the decoded cells' mean squared norm (centred)
+    #[arg(long, default_value_t = DistillParams::default().kip_ridge)]
+    pub kip_ridge: f64,
     #[arg(long, default_value_t = DistillParams::default().seed)]
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
@@ -78,6 +85,8 @@ impl Args {
         Ok(DistillParams {
             init: self.init.parse().map_err(|e: String| anyhow::anyhow!("--init: {e}"))?,
             gene_weight: self.gene_weight,
+            kip_weight: self.kip_weight,
+            kip_ridge: self.kip_ridge,
             method: self.method,
             spc: self.spc,
             steps: self.steps,

@@ -46,6 +46,9 @@ pub struct StepLog {
     /// The gene-space term (0 when off).
     #[serde(default)]
     pub gene: f64,
+    /// The KIP term (0 when off).
+    #[serde(default)]
+    pub kip: f64,
 }
 
 /// What a run did: configuration, loss curve, timings.
@@ -206,10 +209,13 @@ mod tests {
 
     #[test]
     fn memory_estimate_grows_with_the_synthetic_set() {
-        let p = |spc| DistillParams { spc, method: Method::Dm, ..DistillParams::default() };
+        let p = |spc| DistillParams { spc, method: Method::Dm, kip_weight: 0.0, ..DistillParams::default() };
         let a = optimise::estimate_bytes(&p(1), 10, 2000, 128, 1000);
         let b = optimise::estimate_bytes(&p(10), 10, 2000, 128, 1000);
         assert!(b > 9.0 * a && b < 11.0 * a, "{a} {b}");
+        // The KIP term's real sample: 256 cells of each class × 2000 genes, twice, in f32.
+        let k = optimise::estimate_bytes(&DistillParams { kip_weight: 1.0, ..p(1) }, 10, 2000, 128, 1000);
+        assert_eq!(k - a, (10 * 256 * 2000 * 2 * 4) as f64);
         // 100 000 cells per class of 10 classes × 2000 genes: well over 10 GB
         assert!(optimise::estimate_bytes(&p(100_000), 10, 2000, 128, 1000) > 1e10);
     }

@@ -31,6 +31,9 @@ struct State {
     /// The gene-space term's value at step 0.
     #[serde(default = "nan")]
     gene_norm: f64,
+    /// The KIP term's value at step 0.
+    #[serde(default = "nan")]
+    kip_norm: f64,
     history: Vec<StepLog>,
 }
 
@@ -64,7 +67,13 @@ pub fn estimate_bytes(p: &DistillParams, n_classes: usize, genes: usize, latent:
         7.0 * genes as f64 + 2.0 * hidden_sum as f64
     };
     let real = if p.method.uses_dc() { (n_classes * p.real_batch.max(1) * latent) as f64 * 2.0 } else { 0.0 };
-    4.0 * (n * per_cell + real)
+    // KIP's real sample, and its products with the cells' (the graph keeps the centred copy).
+    let kip = if p.method.produces_codes() && p.method.optimises() && p.kip_weight > 0.0 {
+        (n_classes * kip_per_class(p.real_batch, n_classes, genes) * genes) as f64 * 2.0
+    } else {
+        0.0
+    };
+    4.0 * (n * per_cell + real + kip)
 }
 
 /// A fresh linear task head, PyTorch's default init `U(−1/√d, 1/√d)`, seeded by (seed, step).
@@ -137,6 +146,15 @@ fn gene_targets(
     let sums = means.into_raw_vec_and_offset().0;
     let per_syn: Vec<f32> = slot_of_syn.iter().flat_map(|&s| sums[s * genes..(s + 1) * genes].iter().copied()).collect();
     Ok(Tensor::from_slice(&per_syn).reshape([slot_of_syn.len() as i64, genes as i64]).to_device(device))
+}
+
+/// The most values (cells × genes) of the KIP term's real sample: 128 MiB of f32.
+const KIP_MAX_VALUES: usize = 1 << 25;
+
+/// Real cells per class in the KIP term's sample: `real_batch`, fewer when the sample of all
+/// classes would hold more than [`KIP_MAX_VALUES`] values (at least one).
+fn kip_per_class(real_batch: usize, n_classes: usize, genes: usize) -> usize {
+    real_batch.min(KIP_MAX_VALUES / (n_classes * genes).max(1)).max(1)
 }
 
 /// Fewest real cells per k-means cluster of a class (so fewer clusters than SPC in a class with
@@ -251,11 +269,30 @@ pub fn run(cfg: &Checked<DistillParams>, job: &Job, plan: Plan, mut log: RunLog)
         }
         _ => None,
     };
+    // The KIP term's real cells: a fixed sample of each class (up to `real_batch`, fewer when
+    // the sample would pass KIP_MAX_VALUES), and their one-hot labels.
+    let kip = match store.as_ref() {
+        Some(store) if codes && cfg.method.optimises() && cfg.kip_weight > 0.0 => {
+            let per_class = kip_per_class(cfg.real_batch, n_classes, job.source.n_genes());
+            let mut srng = rng::stream(cfg.seed, "distill/kip-real", 0);
+            let (mut pick, mut ys) = (Vec::new(), Vec::new());
+            for (c, rows) in store.class_rows.iter().enumerate() {
+                let mut chosen: Vec<usize> = rows.choose_multiple(&mut srng, per_class.min(rows.len())).copied().collect();
+                chosen.sort_unstable();
+                ys.extend(std::iter::repeat_n(c as i64, chosen.len()));
+                pick.extend(chosen);
+            }
+            let x = dense_tensor(&job.source.rows(&pick)?, device);
+            let y = Tensor::from_slice(&ys).to_device(device).one_hot(n_classes as i64).to_kind(Kind::Float);
+            Some((x, y))
+        }
+        _ => None,
+    };
     let var = init.detach().copy();
 
     // The feature store is scratch space: removed whatever the loop's outcome.
     let result = match store.as_ref().filter(|_| cfg.method.optimises()) {
-        Some(store) => optimise(cfg, job, model, store, &var, &classes_t, &t, &slices, targets.as_ref(), &mut log),
+        Some(store) => optimise(cfg, job, model, store, &var, &classes_t, &t, &slices, targets.as_ref(), kip.as_ref(), &mut log),
         None => Ok(()),
     };
     if let Some(s) = store {
@@ -283,12 +320,15 @@ fn optimise(
     t: &Tensor,
     slices: &[matching::ClassSlice],
     gene_targets: Option<&Tensor>,
+    kip: Option<&(Tensor, Tensor)>,
     log: &mut RunLog,
 ) -> Result<()> {
     let device = model.device;
     let ctl = &job.ctl;
     let n_classes = job.classes.len();
     let latent = job.latent_dim as i64;
+    // The synthetic cells' one-hot labels (the KIP term's regression targets).
+    let ys_onehot = classes_t.one_hot(n_classes as i64).to_kind(Kind::Float);
     let codes = cfg.method.produces_codes();
     // Features are divided by their mean norm over the real cells (see FeatureStore).
     let fscale = store.mean_norm;
@@ -297,7 +337,7 @@ fn optimise(
     let rms = f64::try_from(var.square().mean(Kind::Float).sqrt())?;
     let mut opt = AdamW::new(vec![("var".into(), var.shallow_clone())], cfg.lr * rms.max(1e-8), 0.0);
     let config_json = serde_json::to_string(&cfg.relevant())?;
-    let mut st = State { norm: (f64::NAN, f64::NAN), gene_norm: f64::NAN, history: vec![] };
+    let mut st = State { norm: (f64::NAN, f64::NAN), gene_norm: f64::NAN, kip_norm: f64::NAN, history: vec![] };
     let mut head = (Tensor::zeros([0], (Kind::Float, device)), Tensor::zeros([0], (Kind::Float, device)));
     let mut start = 0usize;
     if ctl.resume {
@@ -389,6 +429,15 @@ fn optimise(
             }
             loss += gl * (cfg.gene_weight / st.gene_norm);
         }
+        let mut kip_v = 0.0;
+        if let Some((x, yx)) = kip {
+            let l = matching::kip_loss(x, yx, &s_leaf, &ys_onehot, cfg.kip_ridge);
+            kip_v = f64::try_from(&l)?;
+            if st.kip_norm.is_nan() {
+                st.kip_norm = kip_v.max(1e-12);
+            }
+            loss += l * (cfg.kip_weight / st.kip_norm);
+        }
         let total = f64::try_from(&loss)?;
         if !total.is_finite() {
             return Err(Error::NonFinite { what: format!("distill {}", cfg.method), step: step as u64, value: total, flag: "--lr".into() });
@@ -416,7 +465,7 @@ fn optimise(
             }
             next = Some(f);
         }
-        st.history.push(StepLog { step, loss: total, dm: dm_v, dc: dc_v, gene: gene_v });
+        st.history.push(StepLog { step, loss: total, dm: dm_v, dc: dc_v, gene: gene_v, kip: kip_v });
         let done = step + 1;
         progress.tick(done as u64, (done - start) as u64, total);
         let stop = ctl.stops_at(done as u64, cfg.steps as u64);
@@ -507,7 +556,7 @@ mod tests {
     #[test]
     fn a_step_lowers_the_loss_repeats_with_the_seed_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
-        let p = DistillParams { method: Method::DmDc, spc: 2, steps: 25, lr: 0.05, real_batch: 8, ..Default::default() };
+        let p = DistillParams { method: Method::DmDc, spc: 2, steps: 25, lr: 0.05, real_batch: 8, kip_weight: 0.0, ..Default::default() };
         let (syn, log) = run_once(p.clone(), dir.path()).unwrap();
         assert_eq!(log.history.len(), 25);
         let (first, last) = (&log.history[0], log.history.last().unwrap());
@@ -526,9 +575,20 @@ mod tests {
     }
 
     #[test]
+    fn the_kip_term_falls_and_is_skipped_when_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DistillParams { method: Method::Dm, spc: 1, steps: 30, lr: 0.05, gene_weight: 0.0, kip_weight: 1000.0, ..Default::default() };
+        let (_, log) = run_once(p.clone(), dir.path()).unwrap();
+        let (first, last) = (&log.history[0], log.history.last().unwrap());
+        assert!(first.kip > 0.0 && last.kip < first.kip, "KIP term {} → {}", first.kip, last.kip);
+        let (_, log) = run_once(DistillParams { kip_weight: 0.0, ..p }, dir.path()).unwrap();
+        assert!(log.history.iter().all(|h| h.kip == 0.0));
+    }
+
+    #[test]
     fn gene_matching_and_kmeans_starts() {
         let dir = tempfile::tempdir().unwrap();
-        let p = DistillParams { method: Method::Dm, spc: 2, steps: 30, lr: 0.05, gene_weight: 1.0, ..Default::default() };
+        let p = DistillParams { method: Method::Dm, spc: 2, steps: 30, lr: 0.05, gene_weight: 1.0, kip_weight: 0.0, ..Default::default() };
         let (_, log) = run_once(p.clone(), dir.path()).unwrap();
         let (first, last) = (&log.history[0], log.history.last().unwrap());
         assert!(first.gene > 0.0 && last.gene < first.gene, "gene term {} → {}", first.gene, last.gene);

@@ -116,6 +116,9 @@ pub struct DistillSection {
     pub init: Option<Init>,
     /// Weight of gene-space matching (see `scdd distill --gene-weight`).
     pub gene_weight: Option<f64>,
+    /// Weight and ridge of the KIP term (see `scdd distill --kip-weight`, `--kip-ridge`).
+    pub kip_weight: Option<f64>,
+    pub kip_ridge: Option<f64>,
     /// The method shown in the embedding and heatmap plots (default: the first scDD method).
     pub main_method: Option<Method>,
 }
@@ -131,6 +134,8 @@ impl Default for DistillSection {
             real_batch: None,
             init: None,
             gene_weight: None,
+            kip_weight: None,
+            kip_ridge: None,
             main_method: None,
         }
     }
@@ -298,6 +303,8 @@ impl Config {
             real_batch: self.distill.real_batch.unwrap_or(d.real_batch),
             init: self.distill.init.unwrap_or(d.init),
             gene_weight: self.distill.gene_weight.unwrap_or(d.gene_weight),
+            kip_weight: self.distill.kip_weight.unwrap_or(d.kip_weight),
+            kip_ridge: self.distill.kip_ridge.unwrap_or(d.kip_ridge),
             seed: self.seed,
             ..d
         }
