@@ -1,13 +1,15 @@
 //! The four products of a pass, in fixed-width lanes: the classes still running are taken in
-//! groups of at most `A` (4, 8 or 16), their weights or residuals laid out `A` to a lane, so that
-//! one input value costs one `A`-wide multiply-add that the compiler turns into vector FMAs.
+//! groups of at most 16, their weights or residuals laid out 4, 8 or 16 to a gene, so that one
+//! input value costs one lane-wide multiply-add.
 //!
 //! - `Z·Wᵀ` (scores) and `Rᵀ·Z` (the gradient), for a dense `Z` (rows in blocks of 4, the
 //!   accumulators in registers) and for the non-zero values of a sparse one.
-//! - Each is compiled twice: for the baseline CPU and with AVX2 + FMA, chosen at run time (the
-//!   plugin ships as one binary). Sums run over the cells in order either way, so a result does
-//!   not depend on the blocking or the number of classes — only on whether the CPU fuses the
-//!   multiply-add.
+//! - Each exists twice: plain Rust for any CPU, and AVX2 + FMA intrinsics (`avx`), chosen at run
+//!   time (the plugin ships as one binary). Sums run over the cells in order either way, so a
+//!   result does not depend on the blocking or the number of classes, only on whether the CPU
+//!   fuses the multiply-add.
+//! - The per-score exponential and logarithm of the loss, as branch-free polynomials that
+//!   vectorise ([`soft_terms`]).
 #![allow(clippy::needless_range_loop)] // lanes indexed alike across several arrays
 use ndarray::{Array2, ArrayView2};
 use std::ops::Range;
