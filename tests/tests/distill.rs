@@ -54,14 +54,15 @@ fn dm_dc_reduce_their_loss_and_write_codes() {
         let out = dir.path().join(format!("{}.scdd", method.name().replace('+', "_")));
         let mut a = args(&gen, out.clone(), method, 2, 40);
         a.p.lr = 0.05;
-        // The feature-space terms alone here (the gene-space term has its own test).
+        // The feature-space terms alone here (the gene-space and KIP terms have their own tests).
         a.p.gene_weight = 0.0;
+        a.p.kip_weight = 0.0;
         let log = distill_to_file(&a, &bundle).unwrap();
         let first = &log.history[0];
         let last = log.history.last().unwrap();
         // An untrained generator limits how far the codes can go; the loss must still fall.
         assert!(last.loss < 0.95 * first.loss, "{method}: loss {} → {}", first.loss, last.loss);
-        assert_eq!(last.gene, 0.0);
+        assert_eq!((last.gene, last.kip), (0.0, 0.0));
         let c = codes(&out);
         assert_eq!(c.n_codes(), 2 * bundle.classes.len());
         assert_eq!(c.latent_dim(), 16);
