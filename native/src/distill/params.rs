@@ -269,6 +269,9 @@ mod tests {
             DistillParams { spc: 0, ..Default::default() },
             DistillParams { spc: MAX_SPC + 1, ..Default::default() },
             DistillParams { head_lr: f64::NAN, ..Default::default() },
+            DistillParams { kip_weight: -1.0, ..Default::default() },
+            DistillParams { kip_ridge: 0.0, ..Default::default() },
+            DistillParams { kip_ridge: 1e4, ..Default::default() },
         ] {
             let e = bad.check().unwrap_err();
             assert!(matches!(e, Error::Param { .. }), "{e}");
