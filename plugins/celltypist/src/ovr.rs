@@ -397,7 +397,7 @@ impl<'a> Crew<'a> {
     }
 }
 
-/// The next message, waited for by spinning for up to about 50 µs before sleeping: between
+/// The next message, polled a thousand times (spin-loop hints) before sleeping: between
 /// two passes the workers wait for the L-BFGS steps (tens of microseconds), and waking a
 /// sleeping thread costs as much.
 fn spin_recv<T>(rx: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
