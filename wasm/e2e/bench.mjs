@@ -47,8 +47,9 @@ for (const backend of (process.env.BENCH_BACKENDS || 'webgpu,cpu').split(',')) {
     const row = { ...load, genes: g, cells: n, decode_ms: d.ms, cells_per_s: d.cells_per_s, backend_used: (await page.evaluate(() => window.scdd.bundle.backend)) };
     if (fs.existsSync(path.join(dir, `test-${g}.h5ad`)) && n <= trainMax[backend]) {
       await step('#test', `test-${g}.h5ad`);
-      // The WGSL MLP on an emulated (CPU) adapter takes minutes (each of its ~6000 dispatches
-      // costs milliseconds there): skipped, as the page's 'auto' would train it on the CPU.
+      // The WGSL MLP on an emulated (CPU) adapter takes minutes (608 s on 1 000 × 2 000: its
+      // full-batch products at SwiftShader's 0.5 GMAC/s): skipped, as the page's 'auto' would
+      // train it on the CPU.
       const cpuAdapter = row.backend_used.includes('CPU device');
       // BENCH_WEBGPU_MLP=1 times it there anyway.
       const skipMlp = backend === 'webgpu' && cpuAdapter && !process.env.BENCH_WEBGPU_MLP;
