@@ -35,6 +35,8 @@ done
 python3 -c "import sys; b = bytearray(open(sys.argv[1], 'rb').read()); b[len(b) // 2] ^= 0xFF; open(sys.argv[2], 'wb').write(b)" "$w/recipient.scddg" "$w/corrupted.scddg"
 head -c 100000 "$w/recipient.scddg" > "$w/truncated.scddg"
 .venv/bin/python -c "import anndata as ad, sys; a = ad.read_h5ad(sys.argv[1]); a.var_names = ['ENSG%08d' % i for i in range(a.n_vars)]; a.write_h5ad(sys.argv[2])" "$w/split/test.h5ad" "$w/othergenes.h5ad"
+# Every test cell the same cell (labels kept): a fit can only call one class, which the page flags.
+.venv/bin/python -c "import anndata as ad, sys; a = ad.read_h5ad(sys.argv[1]); a.X = a.X[[0] * a.n_obs]; a.write_h5ad(sys.argv[2])" "$w/split/test.h5ad" "$w/onecell.h5ad"
 port=$((20000 + RANDOM % 20000))
 "$scdd" serve target/web --port "$port" > "$w/serve.log" 2>&1 &
 server=$!

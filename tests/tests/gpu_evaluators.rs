@@ -119,6 +119,15 @@ fn test_cells_are_prepared_as_the_native_reader_prepares_them() {
     assert_eq!(heard, [1.0], "the L-BFGS reports at its end");
     assert_eq!((e.train_cells, e.test_cells, e.scores.confusion.len()), (synth_rows.len(), t.n_cells(), k));
     assert!(e.scores.accuracy > 0.7, "real cells teach real cells: {}", e.scores.accuracy);
+    assert!(e.collapsed.is_none(), "{:?}", e.collapsed);
+    // Test cells that are all one cell get one call: a degenerate fit, named for the page.
+    let g = bundle.genes.len();
+    let one = TestCells { x: t.x[..g].repeat(t.n_cells()), labels: t.labels.clone(), report: t.report.clone() };
+    let e = pollster::block_on(evaluate(None, &cells, &synth_labels, &bundle.classes, &one, EvaluatorKind::Logistic, 0, &mut |_| {})).unwrap();
+    let c = e.collapsed.expect("every test cell called the same class");
+    let called = bundle.classes.iter().position(|x| *x == c.class).unwrap();
+    let truth = t.labels.iter().filter(|&&l| l as usize == called).count() as f64 / t.n_cells() as f64;
+    assert_eq!((c.share, c.truth), (1.0, truth));
     let x = explore(&cells, &synth_labels, &bundle, Some(&t), 3).unwrap();
     assert_eq!((x.synthetic.len(), x.test.len(), x.markers.len()), (synth_rows.len(), t.n_cells(), k));
     assert_eq!(x.fitted_on, "test cells");

@@ -85,6 +85,7 @@ try {
     const e = await page.evaluate(() => window.scdd.evaluation);
     if (!e || e.evaluator !== evaluator) failures.push(`${key}: no evaluation (${JSON.stringify(await page.evaluate(() => window.scdd.errors))})`);
     else results[key] = { accuracy: e.accuracy, macro_f1: e.macro_f1, backend: e.backend, ms: e.ms, train_cells: e.train_cells, test_cells: e.test_cells };
+    if (e && e.collapsed) failures.push(`${key}: flagged as collapsed (${JSON.stringify(e.collapsed)})`);
     // The WGSL steps and the MLP report as they go; the L-BFGS at its end.
     checkProgress(key, await page.evaluate(() => window.scdd.fractions), key === 'logistic_cpu' ? 1 : 3);
     if (key === 'logistic_webgpu') await page.screenshot({ path: file('page.png'), fullPage: true });
@@ -95,6 +96,16 @@ try {
     await download.saveAs(file(name));
     results[name] = { suggested: download.suggestedFilename(), bytes: fs.statSync(file(name)).size };
   }
+
+  // A test set of one cell repeated: every call the same class, and the page says so.
+  expectOk('one-cell test set', await pick('#test', 'onecell.h5ad'));
+  await page.selectOption('#evaluator', 'logistic');
+  await page.selectOption('#train-on', 'cpu');
+  const before = await page.evaluate(() => window.scdd.log.length);
+  await page.click('#train');
+  await page.waitForFunction((k) => window.scdd.busy === 0 && (window.scdd.log.length > k || window.scdd.errors.length), before, { timeout: TIMEOUT });
+  results.collapsed_warning = await page.evaluate(() => document.getElementById('collapsed')?.textContent ?? null);
+  if (!results.collapsed_warning || !results.collapsed_warning.includes('Degenerate fit: 100 % of your cells were called')) failures.push(`collapsed fit: no warning on the page (${JSON.stringify(results.collapsed_warning)})`);
 } catch (e) {
   failures.push(`the session stopped: ${e.message}`);
   await page.screenshot({ path: file('failure.png'), fullPage: true }).catch(() => {});

@@ -9,7 +9,7 @@ use scdd_core::dataset::Dataset;
 use scdd_core::evaluate::{Evaluator, LogRegParams, LogisticRegression, Mlp, MlpParams, TrainingSet};
 use scdd_core::explore::{top_genes, ClassMarkers, Pca};
 use scdd_core::matrix::CsrMatrix;
-use scdd_core::metrics::{classification_report, ClassificationReport};
+use scdd_core::metrics::{classification_report, collapsed, ClassificationReport};
 use scdd_core::obs::ObsTable;
 use scdd_core::preprocess::{self, CountType};
 use serde::Serialize;
@@ -180,6 +180,16 @@ pub struct Evaluation {
     pub classes: Vec<String>,
     #[serde(flatten)]
     pub scores: ClassificationReport,
+    /// Set when the predictions collapsed onto one class ([`collapsed`]): the page warns.
+    pub collapsed: Option<Collapse>,
+}
+
+/// A degenerate fit: `share` of the test cells called `class`, which is `truth` of them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Collapse {
+    pub class: String,
+    pub share: f64,
+    pub truth: f64,
 }
 
 /// Trains `kind` on the synthetic cells (`n` × the bundle's genes) and scores it on `test`: on
@@ -222,6 +232,7 @@ pub async fn evaluate(gpu: Option<&Gpu>, cells: &[f32], labels: &[u32], classes:
         test_cells: test.n_cells(),
         classes: classes.to_vec(),
         scores: classification_report(&test.labels, &predicted, k),
+        collapsed: collapsed(&test.labels, &predicted, k).map(|(c, share, truth)| Collapse { class: classes[c].clone(), share, truth }),
     })
 }
 

@@ -205,6 +205,7 @@ function showEvaluation(r) {
     <div class="scores"><div>accuracy<b id="accuracy">${(100 * r.accuracy).toFixed(2)} %</b></div><div>macro-F1<b id="macro-f1">${(100 * r.macro_f1).toFixed(2)} %</b></div>
     <div>trained on<b>${r.train_cells}</b>synthetic cells</div><div>tested on<b>${r.test_cells}</b>of your cells</div></div>
     <p class="info">${escape(r.evaluator)} on ${escape(r.backend)}, ${(r.ms / 1000).toFixed(1)} s. ${k} classes.</p>
+    ${r.collapsed ? `<p class="warn" id="collapsed">⚠ Degenerate fit: ${(100 * r.collapsed.share).toFixed(0)} % of your cells were called ${escape(r.collapsed.class)}, which is ${(100 * r.collapsed.truth).toFixed(0)} % of them. Per-gene z-scaling fitted on a few smooth synthetic cells can magnify their tiny differences into this.</p>` : ''}
     <table class="confusion">${head}${body.join('')}</table>`;
 }
 
