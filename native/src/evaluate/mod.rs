@@ -432,4 +432,3 @@ pub fn render(r: &EvalResults) -> String {
     }
     out
 }
-
