@@ -76,13 +76,17 @@ try {
 
   // The WGSL logistic regression in the browser, the same on the core's CPU solver (wasm), and
   // the MLP where 'auto' puts it (on SwiftShader: the CPU).
-  for (const [key, evaluator, trainOn] of [['logistic_webgpu', 'logistic', 'webgpu'], ['logistic_cpu', 'logistic', 'cpu'], ['mlp_auto', 'mlp', 'auto']]) {
+  // Trains `evaluator` on `trainOn` from the page's controls; returns the page's evaluation.
+  async function train(evaluator, trainOn) {
     await page.selectOption('#evaluator', evaluator);
     await page.selectOption('#train-on', trainOn);
     const n = await page.evaluate(() => window.scdd.log.length);
     await page.click('#train');
     await page.waitForFunction((k) => window.scdd.busy === 0 && (window.scdd.log.length > k || window.scdd.errors.length), n, { timeout: TIMEOUT });
-    const e = await page.evaluate(() => window.scdd.evaluation);
+    return page.evaluate(() => window.scdd.evaluation);
+  }
+  for (const [key, evaluator, trainOn] of [['logistic_webgpu', 'logistic', 'webgpu'], ['logistic_cpu', 'logistic', 'cpu'], ['mlp_auto', 'mlp', 'auto']]) {
+    const e = await train(evaluator, trainOn);
     if (!e || e.evaluator !== evaluator) failures.push(`${key}: no evaluation (${JSON.stringify(await page.evaluate(() => window.scdd.errors))})`);
     else results[key] = { accuracy: e.accuracy, macro_f1: e.macro_f1, backend: e.backend, ms: e.ms, train_cells: e.train_cells, test_cells: e.test_cells };
     if (e && e.collapsed) failures.push(`${key}: flagged as collapsed (${JSON.stringify(e.collapsed)})`);
@@ -99,11 +103,7 @@ try {
 
   // A test set of one cell repeated: every call the same class, and the page says so.
   expectOk('one-cell test set', await pick('#test', 'onecell.h5ad'));
-  await page.selectOption('#evaluator', 'logistic');
-  await page.selectOption('#train-on', 'cpu');
-  const before = await page.evaluate(() => window.scdd.log.length);
-  await page.click('#train');
-  await page.waitForFunction((k) => window.scdd.busy === 0 && (window.scdd.log.length > k || window.scdd.errors.length), before, { timeout: TIMEOUT });
+  await train('logistic', 'cpu');
   results.collapsed_warning = await page.evaluate(() => document.getElementById('collapsed')?.textContent ?? null);
   if (!results.collapsed_warning || !results.collapsed_warning.includes('Degenerate fit: 100 % of your cells were called')) failures.push(`collapsed fit: no warning on the page (${JSON.stringify(results.collapsed_warning)})`);
 } catch (e) {
